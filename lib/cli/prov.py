@@ -1,0 +1,8 @@
+"""`skyops prov`: placeholder until its module lands."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    pass

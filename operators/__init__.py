@@ -1,0 +1,1 @@
+"""Airflow adapters: operators, hooks and triggers. Thin: the work is in :mod:`skyops`."""

@@ -1,0 +1,1 @@
+"""The skyops Airflow plugin: provenance listener (and later UI pages)."""
