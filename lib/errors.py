@@ -58,3 +58,58 @@ class ExecutorError(ProcessingError):
 
 class StagingError(ProcessingError):
     """A file could not be staged (after retries), or failed verification."""
+
+
+class ProvenanceUnavailableError(ProvenanceError):
+    """The provenance database cannot be reached, or its URL or driver is wrong."""
+
+
+class ProvenanceSchemaError(ProvenanceError):
+    """The provenance database is not at the schema revision this code expects."""
+
+
+class ProvenanceInputError(ProvenanceError, InputError):
+    """A file, run or record given to the provenance store is unknown, ambiguous or malformed."""
+
+    exit_code = 2
+
+
+class TransferError(StagingError):
+    """One file could not be fetched: names the file, its (password-free) source URL, the
+    number of attempts and the last reason, so the message alone says what to look at."""
+
+    def __init__(self, message: str, *, relpath: str = "", url: str = "", attempts: int = 0,
+                 reason: str = "", fatal: bool = False) -> None:
+        super().__init__(message)
+        self.relpath = relpath
+        self.url = url
+        self.attempts = attempts
+        self.reason = reason
+        #: True when no other file from the same source can succeed (credentials refused).
+        self.fatal = fatal
+
+
+class StagingIncompleteError(StagingError):
+    """Some files of a manifest could not be staged. ``failures`` holds one
+    :class:`TransferError` per file and ``report`` what *was* staged (a rerun skips those)."""
+
+    def __init__(self, message: str, *, failures: list[TransferError], report: object = None) -> None:
+        super().__init__(message)
+        self.failures = failures
+        self.report = report
+
+
+class ArchiveError(SkyopsError):
+    """The archive database is unreachable, not initialised, or refused a statement."""
+
+
+class ArchiveConnectionError(ArchiveError):
+    """Could not connect to the archive database (credentials redacted from the message)."""
+
+
+class UnknownQueryError(InputError):
+    """No named archive query is registered under the requested name."""
+
+
+class QueryParameterError(InputError):
+    """A named archive query was given a missing, unknown or ill-typed parameter."""

@@ -1,0 +1,57 @@
+"""The local executor: ``skyops step run`` as a subprocess of the Airflow worker.
+
+The child runs in its own session so that killing the task (Airflow's on_kill, a
+SIGTERM to the worker) takes the whole process group, tools included. Its stdout and
+stderr are streamed line by line into the caller's log and into ``WORKDIR/step.log``.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from skyops.executors.base import ExecutionOutcome, Executor, LogSink, StepSpec, outcome_from_workdir
+
+STEP_LOG = "step.log"
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def __init__(self, python: str | None = None) -> None:
+        self.python = python or sys.executable
+        self._proc: subprocess.Popen[str] | None = None
+
+    def argv(self, spec: StepSpec) -> list[str]:
+        # `python -m skyops.cli.main` rather than the console script: same interpreter, no PATH games.
+        return [self.python, "-m", "skyops.cli.main"] + spec.command()[1:]
+
+    def run(self, spec: StepSpec, log: LogSink | None = None) -> ExecutionOutcome:
+        spec.write_params()
+        env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
+        log_path = Path(spec.workdir) / STEP_LOG
+        with open(log_path, "a") as logf:
+            self._proc = subprocess.Popen(
+                self.argv(spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                env=env, cwd=spec.workdir, start_new_session=True, bufsize=1,
+            )
+            assert self._proc.stdout is not None
+            for line in self._proc.stdout:
+                logf.write(line)
+                if log:
+                    log(line.rstrip("\n"))
+            rc = self._proc.wait()
+        self._proc = None
+        return outcome_from_workdir(spec, rc, socket.gethostname())
+
+    def kill(self) -> None:
+        proc = self._proc
+        if proc and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)

@@ -1,0 +1,116 @@
+"""ComputeOperator: run one skyops step through the configured executor.
+
+Thin by design: it turns the Airflow context into a :class:`~skyops.provenance.TaskKey`
+and a :class:`~skyops.executors.StepSpec`, and hands both to
+:func:`skyops.launch.run_recorded`, which runs the step and records the task, the files
+it generated and used, and their derivation edges. What goes to XCom is small: the
+workdir, the output paths by filetype and scalar metrics. Each output filetype is also
+pushed under its own XCom key, so a downstream task can say
+``step_params={"image": make.output["selftest_image"]}``.
+
+Mapped use: ``ComputeOperator.partial(task_id="se", step="gw.se_ccd").expand(step_params=[...])``
+with ``map_index_template="{{ task.step_params['ccd'] }}"`` shows the CCD in the UI.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+from airflow.sdk import BaseOperator, Context
+
+from skyops.config import Resources, platform_config
+from skyops.executors import StepSpec, get_executor
+from skyops.launch import StepFailed, run_recorded
+from skyops.provenance import ProvenanceStore, TaskKey
+from skyops.steps.registry import get_step
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def safe_segment(text: str) -> str:
+    """A path segment from a run id or unit name (``manual__2026-11-20T23:00`` -> safe)."""
+    return _UNSAFE.sub("_", text).strip("._") or "_"
+
+
+def task_key(context: Context) -> TaskKey:
+    """The provenance key of the running task try."""
+    ti = context["ti"]
+    map_index = ti.map_index if ti.map_index is not None else -1
+    return TaskKey(ti.dag_id, ti.run_id, ti.task_id, int(map_index), int(ti.try_number or 1))
+
+
+class ComputeOperator(BaseOperator):
+    """Run the skyops step ``step`` with ``step_params`` and record its provenance.
+
+    :param step: dotted step name (``gw.se_ccd``); validated when the DAG is parsed.
+    :param step_params: the step's keyword parameters (templated; may hold XComArgs).
+    :param executor: ``local`` (default from the platform config); kubernetes/htcondor later.
+    :param unit: the provenance unit (tile, night, field) of this run; templated.
+    :param resources: overrides of the step's declared cpu/memory_mb/scratch_mb.
+    :param workdir: where the step writes; default a per-try folder under the scratch workspace.
+    """
+
+    template_fields: Sequence[str] = ("step_params", "unit", "workdir")
+    template_fields_renderers = {"step_params": "json"}
+    ui_color = "#d6e9f8"
+
+    def __init__(self, *, step: str, step_params: dict[str, Any] | None = None, executor: str | None = None,
+                 unit: str = "{{ run_id }}", resources: dict[str, Any] | None = None,
+                 workdir: str | None = None, campaign: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        get_step(step)  # an unknown step fails at parse time, naming it
+        self.step = step
+        self.step_params = step_params or {}
+        self.executor = executor
+        self.unit = unit
+        self.resources = resources
+        self.workdir = workdir
+        self.campaign = campaign
+        self._backend = None
+
+    def _workdir(self, key: TaskKey) -> Path:
+        if self.workdir:
+            return Path(self.workdir)
+        base = Path(platform_config().workspace.scratch) / safe_segment(key.dag_id) / safe_segment(key.run_id)
+        leaf = key.task_id if key.map_index < 0 else f"{key.task_id}/{key.map_index}"
+        return base / leaf / f"try{key.try_number}"
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        cfg = platform_config()
+        key = task_key(context)
+        store = ProvenanceStore.from_config(cfg)
+        attempt_id = store.attempt(self.campaign or key.dag_id, key.run_id, str(self.unit))
+        sdef = get_step(self.step)
+        res = sdef.resources.model_copy(update=self.resources or {}) if self.resources else sdef.resources
+        spec = StepSpec(self.step, dict(self.step_params), self._workdir(key), Resources.model_validate(res.model_dump()),
+                        labels={"campaign": key.dag_id, "unit": str(self.unit), "step": self.step,
+                                "map_index": str(key.map_index)})
+        self._backend = get_executor(self.executor or cfg.executors.default, cfg)
+        self.log.info("running step %s on %s executor in %s", self.step, self._backend.name, spec.workdir)
+        try:
+            rec = run_recorded(spec, self._backend, store, key, attempt_id=attempt_id, log_sink=self.log.info)
+        except StepFailed as exc:
+            # Outputs a failed step did complete (a health check's verdict) stay reachable
+            # downstream; the step's own, credential-free message is the failure reason.
+            self._push_outputs(context, exc.outcome.result.outputs)
+            raise RuntimeError(str(exc)) from None
+        result = rec.outcome.result
+        outputs = self._push_outputs(context, result.outputs)
+        metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
+        return {"workdir": str(spec.workdir), "outputs": outputs, "metrics": metrics, "prov_task_id": rec.task_id}
+
+    @staticmethod
+    def _push_outputs(context: Context, files: list[dict[str, Any]]) -> dict[str, Any]:
+        """Push each output filetype under its own XCom key: one path, or a list of paths."""
+        outputs: dict[str, list[str]] = {}
+        for o in files:
+            outputs.setdefault(o.get("filetype") or "file", []).append(o["path"])
+        flat = {ft: paths[0] if len(paths) == 1 else paths for ft, paths in outputs.items()}
+        for ft, value in flat.items():
+            context["ti"].xcom_push(key=ft, value=value)
+        return flat
+
+    def on_kill(self) -> None:
+        if self._backend is not None:
+            self._backend.kill()
