@@ -233,15 +233,16 @@ def load_platform_config(path: Path | None = None) -> PlatformConfig:
 
 
 @lru_cache(maxsize=8)
-def _cached_platform(path: str, mtime: float, home: str) -> PlatformConfig:
+def _cached_platform(path: str, mtime: float, env: tuple[tuple[str, str], ...]) -> PlatformConfig:
     return load_platform_config(Path(path))
 
 
 def platform_config() -> PlatformConfig:
-    """The platform config, cached per file version and SKYOPS_HOME."""
+    """The platform config, cached per file version and per value of the SKYOPS_* variables."""
     path = Path(os.environ.get("SKYOPS_CONFIG") or config_dir() / "skyops.yaml")
     mtime = path.stat().st_mtime if path.exists() else 0.0
-    return _cached_platform(str(path), mtime, str(skyops_home()))
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("SKYOPS_")))
+    return _cached_platform(str(path), mtime, env)
 
 
 def load_campaign_config(name_or_path: str | Path, model: type[M] = CampaignConfig) -> M:  # type: ignore[assignment]

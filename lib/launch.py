@@ -50,7 +50,9 @@ def run_recorded(spec: StepSpec, executor: Executor, store: ProvenanceStore, key
                             message=redact_text(f"{type(exc).__name__}: {exc}"))
         raise
     res = outcome.result
-    if outcome.ok:
+    if res.outputs or res.used:
+        # Every output listed in result.json is complete (atomic rename), even when the step
+        # failed afterwards (a health report saying what failed): provenance records it.
         store.record_files(task_id, generated=res.outputs, used=res.used)
     metrics = {**res.metrics, "wall_s": res.wall_s, "cpu_s": res.cpu_s, "peak_rss_mb": res.peak_rss_mb}
     message = None if outcome.ok else (res.error or {}).get("message", "failed without a message")

@@ -7,7 +7,10 @@ skipping what it is meant to check.
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -17,12 +20,31 @@ PG_ADMIN_URL = os.environ.get("SKYOPS_TEST_PG", "postgresql+psycopg2://postgres@
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+# Every test process (each xdist worker) works in its own SKYOPS_HOME, never the developer's
+# .skyops/. It is set at import time, before any test module can import Airflow, because
+# Airflow reads its configuration (AIRFLOW_HOME, the metadata DB) once, on first import.
+_HOME = Path(tempfile.mkdtemp(prefix="skyops_test_"))
+os.environ["SKYOPS_HOME"] = str(_HOME)
+for _var in ("SKYOPS_CONFIG", "SKYOPS_PROVENANCE_URL", "SKYOPS_ARCHIVE_URL", "SKYOPS_ARCHIVE_ROOT"):
+    os.environ.pop(_var, None)
+from skyops import airflow_env  # noqa: E402
+
+airflow_env.apply(_HOME, override=True)
+# Two DAG bundles: the project's dags/ and the test DAGs, so dag.test() can serialise both.
+os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps([
+    {"name": "dags-folder", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+     "kwargs": {"path": str(Path(__file__).resolve().parent.parent / "dags")}},
+    {"name": "skyops-tests", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+     "kwargs": {"path": str(Path(__file__).resolve().parent / "dags")}},
+])
+os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
+
+
 @pytest.fixture(scope="session", autouse=True)
-def skyops_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Every test session works in its own SKYOPS_HOME, never the developer's .skyops/."""
-    home = tmp_path_factory.mktemp("skyops_home")
-    os.environ["SKYOPS_HOME"] = str(home)
-    return home
+def skyops_home() -> Path:
+    """This test process's SKYOPS_HOME (removed at the end of the session)."""
+    yield _HOME
+    shutil.rmtree(_HOME, ignore_errors=True)
 
 
 def _pg_available() -> bool:

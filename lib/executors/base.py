@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import signal
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -16,10 +17,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from skyops.config import Resources
-from skyops.fileio import atomic_open
+from skyops.fileio import PART_SUFFIX, atomic_open
 from skyops.steps.runner import PARAMS_FILE, StepResult
 
 LogSink = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -76,9 +78,22 @@ def describe_returncode(rc: int) -> str:
     return f"exit status {rc}"
 
 
+def remove_partials(workdir: Path) -> int:
+    """Delete the temporary ``.*.part`` files a killed step left behind; returns how many."""
+    n = 0
+    for p in workdir.rglob(f".*{PART_SUFFIX}"):
+        p.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
 def outcome_from_workdir(spec: StepSpec, returncode: int, host: str = "") -> ExecutionOutcome:
     """Read result.json; when the step died before writing it, synthesise a failed result."""
     result = StepResult.load(spec.workdir)
+    if result is None:
+        removed = remove_partials(Path(spec.workdir))
+        if removed:
+            log.info("removed %d partial file(s) left by the dead step in %s", removed, spec.workdir)
     if result is None or (returncode != 0 and result.ok):
         result = StepResult(step=spec.step, status="failed", exit_code=returncode if returncode > 0 else 1,
                             params=spec.params, host=host,
