@@ -113,3 +113,12 @@ class UnknownQueryError(InputError):
 
 class QueryParameterError(InputError):
     """A named archive query was given a missing, unknown or ill-typed parameter."""
+
+
+class SimulationError(InputError):
+    """A synthetic-survey request (``skyops.sim``) is invalid: unknown preset, bad seed,
+    unknown exposure or CCD, inconsistent sizes. Exit code 2."""
+
+
+class SimulationBuildError(ProcessingError):
+    """Building or registering a synthetic survey failed part-way (disk, database)."""

@@ -8,10 +8,12 @@ row and a message saying how it died.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any, Iterator
 
 from skyops.errors import ProcessingError, SkyopsError
 from skyops.executors.base import ExecutionOutcome, Executor, LogSink, StepSpec
@@ -66,4 +68,39 @@ def run_recorded(spec: StepSpec, executor: Executor, store: ProvenanceStore, key
     return Recorded(outcome, task_id)
 
 
-__all__ = ["run_recorded", "StepFailed", "Recorded", "SkyopsError"]
+@dataclass
+class TaskRecord:
+    """An open provenance task row for work done in-process (queries, staging)."""
+
+    store: ProvenanceStore
+    task_id: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def generated(self, files: list[dict[str, Any]]) -> None:
+        self.store.record_files(self.task_id, generated=files, derivation="none")
+
+    def used(self, files: list[dict[str, Any]]) -> None:
+        self.store.record_files(self.task_id, used=files, derivation="none")
+
+
+@contextlib.contextmanager
+def recorded_task(store: ProvenanceStore, key: TaskKey, name: str, *, attempt_id: int | None = None,
+                  versions: dict[str, str] | None = None) -> Iterator[TaskRecord]:
+    """Open a task row, yield it for file records, close it as success or failed (re-raising)."""
+    from skyops.versions import core_versions
+
+    task_id = store.task_started(key, name=name, attempt_id=attempt_id, executor="in-process",
+                                 host=socket.gethostname(), versions=versions or core_versions())
+    rec = TaskRecord(store, task_id)
+    try:
+        yield rec
+    except BaseException as exc:
+        store.task_finished(task_id, status="failed", exit_status=getattr(exc, "exit_code", 1),
+                            end_time=datetime.now(timezone.utc), metrics=rec.metrics,
+                            message=redact_text(f"{type(exc).__name__}: {exc}"))
+        raise
+    store.task_finished(task_id, status="success", exit_status=0, end_time=datetime.now(timezone.utc),
+                        metrics=rec.metrics)
+
+
+__all__ = ["run_recorded", "recorded_task", "StepFailed", "Recorded", "TaskRecord", "SkyopsError"]

@@ -15,7 +15,7 @@ import sys
 from skyops.errors import SkyopsError
 
 #: Command-group modules, in the order ``skyops --help`` lists them.
-GROUPS = ("config", "step", "prov", "archive", "stage")
+GROUPS = ("config", "step", "prov", "archive", "stage", "sim")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,60 @@
+"""StageFilesOperator: a manifest's files from the archive into the workspace, verified.
+
+Reads the manifest a :class:`~skyops.operators.desdm.DesdmQueryOperator` wrote (its path
+comes through XCom, never the rows), stages with :func:`skyops.staging.stage` (streaming
+md5, shared locked cache, bounded parallelism), and records in provenance a ``desfile``
+row with md5 for every staged file and an ``opm_used`` edge from this task. The task log
+gets one summary line; XCom gets the destination and the path of the staging report.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from airflow.sdk import BaseOperator, Context
+
+from skyops.config import platform_config
+from skyops.launch import recorded_task
+from skyops.operators.compute import safe_segment, task_key
+from skyops.provenance import ProvenanceStore
+from skyops.staging import stage
+
+
+class StageFilesOperator(BaseOperator):
+    """Stage ``manifest`` into ``dest`` (default: ``<persistent>/staged/<dag>/<run>/<task>``).
+
+    :param manifest: path of a manifest file (templated; usually a query task's XCom).
+    :param dest: destination folder (templated).
+    :param workers: parallel transfers.
+    :param unit: the provenance unit (tile, night, field); templated.
+    """
+
+    template_fields: Sequence[str] = ("manifest", "dest", "unit")
+    ui_color = "#e8f4e0"
+
+    def __init__(self, *, manifest: str, dest: str | None = None, workers: int = 4, retries: int = 4,
+                 unit: str = "{{ run_id }}", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.manifest = manifest
+        self.dest = dest
+        self.workers = workers
+        self.transfer_retries = retries
+        self.unit = unit
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        cfg = platform_config()
+        key = task_key(context)
+        dest = Path(self.dest) if self.dest else (
+            Path(cfg.workspace.persistent) / "staged" / safe_segment(key.dag_id) / safe_segment(key.run_id))
+        store = ProvenanceStore.from_config(cfg)
+        attempt_id = store.attempt(key.dag_id, key.run_id, str(self.unit))
+        with recorded_task(store, key, "stage", attempt_id=attempt_id) as rec:
+            report = stage(self.manifest, dest, root=cfg.archive.root, cache=cfg.workspace.cache,
+                           workers=self.workers, retries=self.transfer_retries)
+            rec.used([{"path": str(f.path), "md5": f.md5, "size": f.size, "filetype": f.filetype}
+                      for f in report.files])
+            rec.metrics.update(files=len(report.files), bytes=report.bytes, fetched=report.fetched,
+                               cached=report.cached, skipped=report.skipped, seconds=round(report.seconds, 3))
+            report_path = report.write(dest / f".stage_report_{safe_segment(key.task_id)}_{key.map_index}.json")
+        self.log.info("%s", report.summary())
+        return {"dest": str(dest), "report": str(report_path), "files": len(report.files), "bytes": report.bytes}
