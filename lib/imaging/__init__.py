@@ -1,0 +1,1 @@
+"""Imaging helpers shared by the campaigns: the Astromatic tools, FITS I/O, resampling."""
