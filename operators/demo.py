@@ -53,7 +53,22 @@ def run_dag(dag_id: str):
     return dag.test()
 
 
+#: The filetype of each DAG's human-readable report, printed after the task table.
+REPORT_FILETYPES = {"skyops_healthcheck": "health_report"}
+
+
+def _seconds(start, end) -> float | None:
+    """Task duration from provenance timestamps (datetimes or ISO strings)."""
+    from datetime import datetime
+
+    if not start or not end:
+        return None
+    s, e = (v if isinstance(v, datetime) else datetime.fromisoformat(str(v)) for v in (start, end))
+    return (e - s).total_seconds()
+
+
 def summarise(console, dag_run) -> int:
+    from rich.markdown import Markdown
     from rich.table import Table
 
     from skyops.provenance import ProvenanceStore
@@ -65,7 +80,7 @@ def summarise(console, dag_run) -> int:
         table.add_column(col, overflow="fold")
     for t in info["tasks"]:
         metrics = t.get("metrics") or {}
-        secs = metrics.get("wall_s")
+        secs = _seconds(t.get("start_time"), t.get("end_time"))
         headline = metrics.get("summary") or ", ".join(
             f"{k}={v}" for k, v in metrics.items() if k not in ("wall_s", "cpu_s", "peak_rss_mb", "ok"))
         style = {"success": "green", "failed": "red"}.get(t["status"], "yellow")
@@ -73,8 +88,12 @@ def summarise(console, dag_run) -> int:
                       f"[{style}]{t['status']}[/]", f"{secs:.2f}" if secs is not None else "-",
                       t.get("host") or "-", str(headline)[:200])
     console.print(table)
-    console.print(f"provenance: {store.status()['url']}  "
-                  f"(try `skyops prov show {dag_run.run_id}` or `skyops prov lineage FILE`)")
+    for path in store.run_files(dag_run.run_id, filetype=REPORT_FILETYPES.get(dag_run.dag_id, "")):
+        if path.endswith(".md") and Path(path).is_file():
+            console.print(Markdown(Path(path).read_text()))
+            console.print(f"[dim]report: {path}[/]")
+    console.print(f"provenance: {store.status()['url']}\n"
+                  f"  skyops prov show '{dag_run.run_id}'\n  skyops prov lineage FILE | skyops prov impact FILE")
     return 0 if str(dag_run.state) in ("success", "DagRunState.SUCCESS") else 1
 
 
@@ -89,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=120)
     console.rule(f"skyops demo: {args.dag}  (SKYOPS_HOME={skyops_home()})")
     prepare(console)
     t0 = time.perf_counter()
