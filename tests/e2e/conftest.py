@@ -21,6 +21,15 @@ def airflow_db(skyops_home: Path) -> Path:
     return skyops_home / "airflow" / "airflow.db"
 
 
+@pytest.fixture(scope="session")
+def demo_archive(airflow_db):
+    """The synthetic demo survey (seed 42) in this session's archive: DB rows and files."""
+    from skyops.config import platform_config
+    from skyops.sim import create_archive
+
+    return create_archive(preset="demo", seed=42, config=platform_config())
+
+
 def load_dag(path: Path | str):
     """The ``dag`` object defined by a DAG file (as the dag-processor would parse it)."""
     return runpy.run_path(str(path))["dag"]
