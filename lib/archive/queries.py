@@ -701,6 +701,80 @@ _register(NamedQuery(
 
 
 # --------------------------------------------------------------------------------------------
+# Single-epoch inputs of one exposure (the GW nightly campaign's SE step)
+# --------------------------------------------------------------------------------------------
+
+#: Calibration filetypes a night's detrending needs, in MISCFILE with nite, band and ccdnum.
+CALIBRATION_FILETYPES = ("cal_biascor", "cal_norm_dflatcor", "cal_bpm")
+
+
+def _raw_exposure(t: Tables, p: dict[str, Any]) -> sa.Select:
+    e = t.exposure
+    return (
+        sa.select(*_file_columns(t), e.c.expnum, e.c.nite, e.c.band, e.c.exptime, e.c.mjd_obs,
+                  e.c.program, e.c.ra_cent, e.c.dec_cent)
+        .select_from(_join_files(t, e, e.c.filename))
+        .where(e.c.expnum == _bp("expnum"))
+        .order_by(binary_order(t.desfile.c.filename))
+    )
+
+
+_register(NamedQuery(
+    name="raw_exposure",
+    description="The raw file of one exposure, with its EXPOSURE columns.",
+    params=(Param("expnum", "int", "exposure number, e.g. 668439"), _archive_param()),
+    build=_raw_exposure,
+    columns=FILE_COLUMNS + ("expnum", "nite", "band", "exptime", "mjd_obs", "program", "ra_cent", "dec_cent"),
+    display=("expnum", "nite", "band", "exptime"),
+))
+
+
+def _night_calibrations(t: Tables, p: dict[str, Any]) -> sa.Select:
+    m = t.miscfile
+    return (
+        sa.select(*_file_columns(t), m.c.ccdnum, m.c.band, m.c.nite)
+        .select_from(_join_files(t, m, m.c.filename))
+        .where(m.c.nite == _bp("nite"), m.c.filetype.in_(_bp("filetypes", expanding=True)),
+               sa.or_(m.c.band.is_(None), m.c.band == _bp("band")))
+        .order_by(m.c.ccdnum, binary_order(m.c.filetype))
+    )
+
+
+_register(NamedQuery(
+    name="night_calibrations",
+    description="A night's master bias, dome flat (in the band) and bad-pixel map per CCD.",
+    params=(Param("nite", "str", "observing night YYYYMMDD"), Param("band", "str", "filter band of the flats"),
+            _archive_param()),
+    build=_night_calibrations,
+    binds=lambda p: {"nite": p["nite"], "band": p["band"], "archive_name": p["archive_name"],
+                     "filetypes": list(CALIBRATION_FILETYPES)},
+    columns=FILE_COLUMNS + ("ccdnum", "band", "nite"),
+    display=("filetype", "ccdnum", "band"),
+))
+
+
+def _reference_catalog(t: Tables, p: dict[str, Any]) -> sa.Select:
+    c = t.catalog
+    return (
+        sa.select(*_file_columns(t), c.c.objects)
+        .select_from(_join_files(t, c, c.c.filename))
+        .where(c.c.filetype == _bp("filetype"))
+        .order_by(binary_order(c.c.filename))
+    )
+
+
+_register(NamedQuery(
+    name="reference_catalog",
+    description="The astrometric/photometric reference catalog(s) (GAIA-like) in CATALOG.",
+    params=(Param("filetype", "str", "CATALOG.FILETYPE of the reference catalog", "cal_refcat"),
+            _archive_param()),
+    build=_reference_catalog,
+    columns=FILE_COLUMNS + ("objects",),
+    display=("objects", "path"),
+))
+
+
+# --------------------------------------------------------------------------------------------
 # Results, compilation
 # --------------------------------------------------------------------------------------------
 

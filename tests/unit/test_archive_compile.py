@@ -26,6 +26,9 @@ PARAMS: dict[str, dict[str, Any]] = {
     "templates": {"expnum": 668439, "ccdnum": 37, "min_days_separation": 17.25, "min_t_eff": 0.4375,
                   "tag": "Y6A1_FINALCUT", "archive_name": "desar2home_x"},
     "files_by_name": {"names": [f"D00{i:06d}_r_c01_immasked.fits" for i in range(30)]},
+    "raw_exposure": {"expnum": 668439},
+    "night_calibrations": {"nite": "20170817", "band": "zz"},
+    "reference_catalog": {"filetype": "cal_refcat_x"},
 }
 #: Placeholders each query's SQL must contain.
 PLACEHOLDERS: dict[str, list[str]] = {
@@ -35,9 +38,12 @@ PLACEHOLDERS: dict[str, list[str]] = {
     "night_exposures": [":nite", ":program", ":bands_1", ":bands_2", ":bands_3", ":archive_name"],
     "templates": [":expnum", ":ccdnum", ":min_days_separation", ":min_t_eff", ":tag", ":archive_name"],
     "files_by_name": [":names_0_1", ":names_0_30", ":archive_name"],
+    "raw_exposure": [":expnum", ":archive_name"],
+    "night_calibrations": [":nite", ":band", ":filetypes_1", ":filetypes_3", ":archive_name"],
+    "reference_catalog": [":filetype", ":archive_name"],
 }
 CTES_AND_ALIASES = {"search", "anchor", "sbox", "cand"}
-CONSTANTS = ["red_immask", "red_bkg", "red_segmap", "psfex_model", "FGCM", "desar2home"]
+CONSTANTS = ["red_immask", "red_bkg", "red_segmap", "psfex_model", "FGCM", "desar2home", "cal_biascor"]
 
 
 def _values(params: dict[str, Any]) -> list[str]:
@@ -129,7 +135,8 @@ def test_unknown_query(unreachable: sa.Engine) -> None:
         run_query(unreachable, "coaddsrc", tilename="x")
     assert str(info.value) == (
         "unknown archive query 'coaddsrc'; known queries: coadd_files, files_by_name, "
-        "night_exposures, se_sources, templates, tile_geometry (list them with: skyops archive queries)"
+        "night_calibrations, night_exposures, raw_exposure, reference_catalog, se_sources, templates, "
+        "tile_geometry (list them with: skyops archive queries)"
     )
     assert info.value.exit_code == 2
 
