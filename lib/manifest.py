@@ -74,3 +74,24 @@ class Manifest:
             raise InputError(f"{path}: not a skyops manifest (format {doc.get('format')!r}, expected {FORMAT!r})")
         return cls(columns=doc["columns"], rows=[tuple(r) for r in doc["rows"]],
                    query=doc.get("query", ""), params=doc.get("params", {}))
+
+
+def merge_manifests(sources: "str | Path | Manifest | list[str | Path | Manifest]") -> Manifest:
+    """One manifest of the file columns of several (duplicates by path and name dropped).
+
+    Staging takes one manifest; a task that needs the files of several queries (a raw
+    exposure, its calibrations, the reference catalog) merges them first.
+    """
+    items = sources if isinstance(sources, (list, tuple)) else [sources]
+    manifests = [m if isinstance(m, Manifest) else Manifest.read(m) for m in items]
+    if len(manifests) == 1:
+        return manifests[0]
+    rows: list[tuple] = []
+    seen: set[tuple] = set()
+    for m in manifests:
+        for rec in m.records():
+            row = tuple(rec[c] for c in FILE_COLUMNS)
+            if (row[1], row[0], row[2]) not in seen:
+                seen.add((row[1], row[0], row[2]))
+                rows.append(row)
+    return Manifest(columns=list(FILE_COLUMNS), rows=rows, query="+".join(m.query for m in manifests))

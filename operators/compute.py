@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowSkipException
 
 from skyops.config import Resources, platform_config
 from skyops.executors import StepSpec, get_executor
 from skyops.launch import StepFailed, run_recorded
 from skyops.provenance import ProvenanceStore, TaskKey
-from skyops.steps.registry import get_step
+from skyops.steps.registry import check_step_group, get_step
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
@@ -48,41 +49,52 @@ class ComputeOperator(BaseOperator):
     :param executor: ``local`` (default from the platform config); kubernetes/htcondor later.
     :param unit: the provenance unit (tile, night, field) of this run; templated.
     :param resources: overrides of the step's declared cpu/memory_mb/scratch_mb.
-    :param workdir: where the step writes; default a per-try folder under the scratch workspace.
+    :param workdir: where the step writes; default a per-try folder under the workspace.
+    :param destination: ``scratch`` (default) or ``persistent`` workspace for the default workdir.
+
+    If ``step_params`` renders to None the task is skipped, visibly, with the reason.
     """
 
-    template_fields: Sequence[str] = ("step_params", "unit", "workdir")
+    template_fields: Sequence[str] = ("step_params", "unit", "workdir", "destination")
     template_fields_renderers = {"step_params": "json"}
     ui_color = "#d6e9f8"
 
-    def __init__(self, *, step: str, step_params: dict[str, Any] | None = None, executor: str | None = None,
+    def __init__(self, *, step: str, step_params: Any = None, executor: str | None = None,
                  unit: str = "{{ run_id }}", resources: dict[str, Any] | None = None,
-                 workdir: str | None = None, campaign: str | None = None, **kwargs: Any) -> None:
+                 workdir: str | None = None, campaign: str | None = None, destination: str = "scratch",
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        get_step(step)  # an unknown step fails at parse time, naming it
+        check_step_group(step)  # cheap at parse time; the full lookup runs on the worker
         self.step = step
-        self.step_params = step_params or {}
+        self.step_params = {} if step_params is None else step_params
         self.executor = executor
         self.unit = unit
-        self.resources = resources
+        self.step_resources = resources
         self.workdir = workdir
         self.campaign = campaign
+        self.destination = destination
         self._backend = None
 
     def _workdir(self, key: TaskKey) -> Path:
         if self.workdir:
             return Path(self.workdir)
-        base = Path(platform_config().workspace.scratch) / safe_segment(key.dag_id) / safe_segment(key.run_id)
+        ws = platform_config().workspace
+        root = ws.persistent if self.destination == "persistent" else ws.scratch
+        base = Path(root) / safe_segment(key.dag_id) / safe_segment(key.run_id)
         leaf = key.task_id if key.map_index < 0 else f"{key.task_id}/{key.map_index}"
         return base / leaf / f"try{key.try_number}"
 
     def execute(self, context: Context) -> dict[str, Any]:
+        if self.step_params is None:
+            # A planning task decided there is nothing to do here (a CCD not selected with -c):
+            # say so visibly in the UI instead of failing or silently succeeding.
+            raise AirflowSkipException(f"{self.task_id}: no parameters from upstream, nothing to run for {self.step}")
         cfg = platform_config()
         key = task_key(context)
         store = ProvenanceStore.from_config(cfg)
         attempt_id = store.attempt(self.campaign or key.dag_id, key.run_id, str(self.unit))
         sdef = get_step(self.step)
-        res = sdef.resources.model_copy(update=self.resources or {}) if self.resources else sdef.resources
+        res = sdef.resources.model_copy(update=self.step_resources) if self.step_resources else sdef.resources
         spec = StepSpec(self.step, dict(self.step_params), self._workdir(key), Resources.model_validate(res.model_dump()),
                         labels={"campaign": key.dag_id, "unit": str(self.unit), "step": self.step,
                                 "map_index": str(key.map_index)})

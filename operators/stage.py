@@ -17,25 +17,28 @@ from skyops.config import platform_config
 from skyops.launch import recorded_task
 from skyops.operators.compute import safe_segment, task_key
 from skyops.provenance import ProvenanceStore
-from skyops.staging import stage
+from skyops.manifest import merge_manifests
+from skyops.staging import open_source, plan, stage
 
 
 class StageFilesOperator(BaseOperator):
     """Stage ``manifest`` into ``dest`` (default: ``<persistent>/staged/<dag>/<run>/<task>``).
 
-    :param manifest: path of a manifest file (templated; usually a query task's XCom).
+    :param manifest: path of a manifest file, or a list of them (templated; usually query XComs).
     :param dest: destination folder (templated).
     :param workers: parallel transfers.
     :param unit: the provenance unit (tile, night, field); templated.
+    :param overwrite: fetch every file again (the GW scripts' ``-O``); templated.
     """
 
-    template_fields: Sequence[str] = ("manifest", "dest", "unit")
+    template_fields: Sequence[str] = ("manifest", "dest", "unit", "overwrite")
     ui_color = "#e8f4e0"
 
-    def __init__(self, *, manifest: str, dest: str | None = None, workers: int = 4, retries: int = 4,
-                 unit: str = "{{ run_id }}", **kwargs: Any) -> None:
+    def __init__(self, *, manifest: Any, dest: str | None = None, workers: int = 4, retries: int = 4,
+                 unit: str = "{{ run_id }}", overwrite: Any = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.manifest = manifest
+        self.overwrite = overwrite
         self.dest = dest
         self.workers = workers
         self.transfer_retries = retries
@@ -48,8 +51,13 @@ class StageFilesOperator(BaseOperator):
             Path(cfg.workspace.persistent) / "staged" / safe_segment(key.dag_id) / safe_segment(key.run_id))
         store = ProvenanceStore.from_config(cfg)
         attempt_id = store.attempt(key.dag_id, key.run_id, str(self.unit))
+        manifest = merge_manifests(self.manifest)
+        overwrite = str(self.overwrite).lower() in ("true", "1", "yes")
         with recorded_task(store, key, "stage", attempt_id=attempt_id) as rec:
-            report = stage(self.manifest, dest, root=cfg.archive.root, cache=cfg.workspace.cache,
+            if overwrite:  # -O: fetch everything again from the archive, bypassing what is here
+                for f in plan(manifest, dest, open_source(cfg.archive.root)):
+                    Path(f.dest).unlink(missing_ok=True)
+            report = stage(manifest, dest, root=cfg.archive.root, cache=False if overwrite else cfg.workspace.cache,
                            workers=self.workers, retries=self.transfer_retries)
             rec.used([{"path": str(f.path), "md5": f.md5, "size": f.size, "filetype": f.filetype}
                       for f in report.files])

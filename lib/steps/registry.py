@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -33,6 +34,7 @@ STEP_MODULES: list[str] = [
 STEP_GROUPS: dict[str, str] = {
     "health": "skyops.steps.builtin",
     "selftest": "skyops.steps.builtin",
+    "gw": "skyops.campaigns.gw.steps",
 }
 
 _REGISTRY: dict[str, "StepDef"] = {}
@@ -123,9 +125,11 @@ def step(
             required = p.default is inspect.Parameter.empty
             fields[pname] = (ann, ... if required else p.default)
             specs.append(ParamSpec(pname, _type_name(p.annotation), None if required else p.default, required))
-        model = create_model(  # type: ignore[call-overload]
-            f"Params_{name.replace('.', '_')}", __config__=ConfigDict(extra="forbid"), **fields
-        )
+        with warnings.catch_warnings():  # a parameter may be called "schema" (the GW -m flag)
+            warnings.simplefilter("ignore", UserWarning)
+            model = create_model(  # type: ignore[call-overload]
+                f"Params_{name.replace('.', '_')}", __config__=ConfigDict(extra="forbid"), **fields
+            )
         res = resources if isinstance(resources, Resources) else Resources(**(resources or {}))
         doc = description or (inspect.getdoc(func) or "").split("\n\n")[0].replace("\n", " ")
         if name in _REGISTRY and _REGISTRY[name].func is not func:
@@ -159,6 +163,20 @@ def get_step(name: str) -> StepDef:
         near = sorted(n for n in _REGISTRY if n.startswith(group + "."))
         hint = f"; steps in '{group}': {', '.join(near)}" if near else "; run `skyops step list` to see all steps"
         raise UnknownStepError(f"no step named '{name}'{hint}") from None
+
+
+def check_step_group(name: str) -> None:
+    """Fail fast on a step name no module could register, without importing any step module.
+
+    DAG files call this at parse time: importing a campaign's science (GalSim, SciPy) there
+    would cost seconds per parse. The full lookup happens when the task runs.
+    """
+    group = name.split(".")[0]
+    if "." not in name or group not in STEP_GROUPS:
+        raise UnknownStepError(
+            f"no step named '{name}': step names are '<group>.<name>' with group one of "
+            f"{', '.join(sorted(STEP_GROUPS))}; run `skyops step list` to see all steps"
+        )
 
 
 def all_steps() -> list[StepDef]:

@@ -1,0 +1,31 @@
+"""gw_exposure: one DECam search exposure, raw -> candidates, minutes after the shutter closes.
+
+Triggered per new search exposure by ``gw_watch`` (or by hand with ``expnum``): find
+its templates, stage raw + calibrations + reference catalog + templates, SE every CCD
+(``gw.se_ccd``), BLISS zeropoints (``gw.calibrate``), difference imaging per CCD
+(``gw.diffimg_ccd``), then ingest the candidates. Same task group as ``gw_nightly``.
+"""
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG
+
+from skyops.campaigns.gw.config import GWNightlyConfig
+from skyops.config import load_campaign_config
+from skyops.operators.gw import dag_params, exposure_group, exposures_of, resolve_params
+
+cfg = load_campaign_config("gw_nightly", GWNightlyConfig)
+
+with DAG(
+    dag_id="gw_exposure",
+    description="GW follow-up: one search exposure, raw -> candidates (low latency)",
+    schedule=None,
+    start_date=pendulum.datetime(cfg.start_date.year, cfg.start_date.month, cfg.start_date.day, tz="UTC"),
+    catchup=False,
+    max_active_runs=cfg.max_active_exposures,
+    params=dag_params(cfg, night_required=True, expnum=True),
+    default_args={"retries": cfg.retries},
+    tags=["skyops", "gw"],
+) as dag:
+    run = resolve_params()
+    exposure_group(cfg, run).expand(expnum=exposures_of(run))

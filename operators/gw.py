@@ -1,0 +1,180 @@
+"""The GW campaign's Airflow shape: one task group per exposure, one task per CCD.
+
+Airflow cannot map a task inside a mapped task group, and 60 CCDs x a night's exposures
+would pass its 1,024 mapped-instance limit anyway. So the exposure is the mapped unit and
+the CCD is a *static* task inside the group (``se_c05``, ``diff_c05``): a night of N
+exposures has N instances of each CCD task, far below the limit, and an operator retries or
+clears exactly one CCD of one exposure from the UI. CCDs not selected (``-c``) are skipped,
+visibly. The same group serves ``gw_nightly`` (mapped over the night's exposures) and
+``gw_exposure`` (one exposure, triggered minutes after the shutter closes).
+
+Everything here is wiring; which file goes to which CCD is :mod:`skyops.campaigns.gw.plan`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import Param, task, task_group
+
+from skyops.campaigns.gw.config import GWNightlyConfig
+from skyops.campaigns.gw.params import BANDS, FLAGS
+from skyops.campaigns.gw.plan import TASK_CCDS, ccd_key
+from skyops.operators.compute import ComputeOperator
+from skyops.operators.desdm import DesdmQueryOperator
+from skyops.operators.stage import StageFilesOperator
+
+GROUP = "exposure"
+#: Jinja for the run's validated params (pushed by the ``params`` task).
+P = "ti.xcom_pull(task_ids='params')"
+
+
+def dag_params(cfg: GWNightlyConfig, *, night_required: bool = False, expnum: bool = False) -> dict[str, Param]:
+    """The DAG params, JSON-schema validated when a run is triggered (before any task runs)."""
+    d = cfg.defaults
+    desc = {k: f"{flag} {text}".strip() for k, (flag, text) in FLAGS.items()}
+    params = {
+        "night": Param("" if not night_required else None, type="string" if night_required else ["string", "null"],
+                       pattern=r"^$|^(19|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])$", description=desc["night"]),
+        "band": Param(d.band, type="string", enum=list(BANDS), description=desc["band"]),
+        "ccds": Param(d.ccds, type=["string", "array"], pattern=r"^[0-9,\- ]*$",
+                      items={"type": "integer", "minimum": 1, "maximum": 62}, description=desc["ccds"]),
+        "rnum": Param(d.rnum, type="integer", minimum=1, description=desc["rnum"]),
+        "pnum": Param(d.pnum, type="integer", minimum=1, description=desc["pnum"]),
+        "season": Param(d.season, type="string", description=desc["season"]),
+        "destination": Param(d.destination, type="string", enum=["scratch", "persistent"], description=desc["destination"]),
+        "schema": Param(d.schema_, type="string", enum=["gw", "wsdiff"], description=desc["schema"]),
+        "calibrate": Param(d.calibrate, type="boolean", description=desc["calibrate"]),
+        "skip_se": Param(False, type="boolean", description=desc["skip_se"]),
+        "overwrite": Param(False, type="boolean", description=desc["overwrite"]),
+        "template_mode": Param(False, type="boolean", description=desc["template_mode"]),
+        "diffimg_version": Param(d.diffimg_version, type="string", description=desc["diffimg_version"]),
+        "fullcopy": Param(False, type="boolean", description=desc["fullcopy"]),
+        "program": Param(d.program, type="string", description=desc["program"]),
+    }
+    if expnum:
+        params["expnum"] = Param(None, type="integer", minimum=1, description="-E the exposure to process")
+    else:
+        params["expnums"] = Param([], type="array", items={"type": "integer", "minimum": 1}, description=desc["expnums"])
+    return params
+
+
+@task(task_id="params", multiple_outputs=True)
+def resolve_params(params: dict[str, Any] | None = None, data_interval_start: Any = None) -> dict[str, Any]:
+    """Validate the run's params (the night defaults to the one that just ended)."""
+    from skyops.campaigns.gw.params import validate
+
+    raw = {k: v for k, v in (params or {}).items() if k not in ("expnum",)}
+    if not raw.get("night") and data_interval_start is not None:
+        raw["night"] = data_interval_start.strftime("%Y%m%d")
+    if (params or {}).get("expnum"):
+        raw["expnums"] = [int(params["expnum"])]
+    return validate(raw).as_dict()
+
+
+@task
+def exposures_of(run: dict[str, Any]) -> list[int]:
+    """The exposures a gw_exposure run processes (its one ``expnum``)."""
+    return list(run["expnums"])
+
+
+def _pull(ti: Any, task_id: str, key: str) -> Any:
+    """An XCom of a task in the same exposure group instance (None when it was skipped)."""
+    return ti.xcom_pull(task_ids=f"{GROUP}.{task_id}", key=key, map_indexes=ti.map_index)
+
+
+@task(multiple_outputs=True)
+def plan_se(expnum: int, run: dict[str, Any], raw: dict, cal: dict, ref: dict, staged: dict) -> dict[str, Any]:
+    """Per-CCD gw.se_ccd parameters (keys c01..c62; None = skip)."""
+    from skyops.campaigns.gw.params import validate
+    from skyops.campaigns.gw.plan import se_inputs
+    from skyops.manifest import Manifest
+
+    p = validate({k: v for k, v in run.items()})
+    if p.skip_se:
+        return {ccd_key(c): None for c in TASK_CCDS}
+    return se_inputs(staged["dest"], Manifest.read(raw["manifest"]), Manifest.read(cal["manifest"]),
+                     Manifest.read(ref["manifest"]), p, expnum)
+
+
+@task(trigger_rule="none_failed")
+def collect_catalogs(run: dict[str, Any], ref: dict, staged: dict, ti: Any = None) -> dict[str, Any] | None:
+    """The exposure's SE catalogs for one BLISS calibration (None when -C is off or nothing ran)."""
+    from skyops.campaigns.gw.plan import staged as staged_path
+    from skyops.manifest import Manifest
+
+    cats = [c for c in (_pull(ti, f"se_{ccd_key(c)}", "cat_finalcut") for c in TASK_CCDS) if c]
+    if not run["calibrate"] or not cats:
+        return None
+    refcat = staged_path(staged["dest"], list(Manifest.read(ref["manifest"]).records())[-1])
+    return {"catalogs": cats, "refcat": refcat, "band": run["band"]}
+
+
+@task(multiple_outputs=True, trigger_rule="none_failed")
+def plan_diff(expnum: int, run: dict[str, Any], tmpl: dict, staged: dict, ti: Any = None) -> dict[str, Any]:
+    """Per-CCD gw.diffimg_ccd parameters: SE outputs, templates and the CCD's zeropoint."""
+    from skyops.campaigns.gw.params import validate
+    from skyops.campaigns.gw.plan import diff_inputs, read_zeropoints
+    from skyops.manifest import Manifest
+
+    se = {}
+    for c in TASK_CCDS:
+        img = _pull(ti, f"se_{ccd_key(c)}", "red_immask")
+        if img:
+            se[c] = {"red_immask": img, "psfex_model": _pull(ti, f"se_{ccd_key(c)}", "psfex_model")}
+    zps = read_zeropoints(_pull(ti, "calibrate", "bliss_zeropoint"))
+    return diff_inputs(staged["dest"], se, Manifest.read(tmpl["manifest"]), zps, validate(run), expnum)
+
+
+@task(trigger_rule="none_failed")
+def collect_candidates(run: dict[str, Any], ti: Any = None) -> dict[str, Any] | None:
+    """The exposure's candidate files for ingestion into <schema>_candidate."""
+    cands = [c for c in (_pull(ti, f"diff_{ccd_key(c)}", "gw_diff_candidates") for c in TASK_CCDS) if c]
+    if not cands:
+        return None
+    return {"candidates": cands, "night": run["night"], "schema": run["schema"], "band": run["band"],
+            "diffimg_version": run["diffimg_version"]}
+
+
+def _compute(cfg: GWNightlyConfig, step: str, **kw: Any) -> ComputeOperator:
+    s = cfg.step_settings(step)
+    return ComputeOperator(
+        step=step, executor=s.executor or cfg.executor,
+        resources=s.resources.model_dump() if s.resources else None,
+        unit="{{ " + P + "['night'] }}", destination="{{ " + P + "['destination'] }}",
+        campaign=cfg.campaign, **({"retries": s.retries} if s.retries is not None else {}), **kw)
+
+
+def exposure_group(cfg: GWNightlyConfig, run: Any):
+    """The per-exposure task group (call ``.expand(expnum=...)`` on the result)."""
+
+    @task_group(group_id=GROUP)
+    def exposure(expnum: int):
+        night = "{{ " + P + "['night'] }}"
+        unit = night
+        q_raw = DesdmQueryOperator(task_id="q_raw", query="raw_exposure", query_params={"expnum": expnum}, unit=unit)
+        q_cal = DesdmQueryOperator(task_id="q_calibrations", query="night_calibrations",
+                                   query_params={"nite": night, "band": "{{ " + P + "['band'] }}"}, unit=unit)
+        q_ref = DesdmQueryOperator(task_id="q_refcat", query="reference_catalog", unit=unit)
+        q_tmpl = DesdmQueryOperator(task_id="q_templates", query="templates", query_params={"expnum": expnum}, unit=unit)
+        stage = StageFilesOperator(task_id="stage", manifest=[q.output["manifest"] for q in (q_raw, q_cal, q_ref, q_tmpl)],
+                                   overwrite="{{ " + P + "['overwrite'] }}", unit=unit)
+        se_plan = plan_se(expnum, run, q_raw.output, q_cal.output, q_ref.output, stage.output)
+        ses = [_compute(cfg, "gw.se_ccd", task_id=f"se_{ccd_key(c)}", step_params=se_plan[ccd_key(c)],
+                        map_index_template="{{ task.step_params['expnum'] if task.step_params else '' }}")
+               for c in TASK_CCDS]
+        cal_params = collect_catalogs(run, q_ref.output, stage.output)
+        calibrate = _compute(cfg, "gw.calibrate", task_id="calibrate", step_params=cal_params,
+                             trigger_rule="none_failed")
+        ses >> cal_params
+        diff_plan = plan_diff(expnum, run, q_tmpl.output, stage.output)
+        calibrate >> diff_plan
+        diffs = [_compute(cfg, "gw.diffimg_ccd", task_id=f"diff_{ccd_key(c)}", step_params=diff_plan[ccd_key(c)],
+                          map_index_template="{{ task.step_params['expnum'] if task.step_params else '' }}")
+                 for c in TASK_CCDS]
+        cands = collect_candidates(run)
+        diffs >> cands
+        ingest = _compute(cfg, "gw.ingest_candidates", task_id="ingest", step_params=cands,
+                          trigger_rule="none_failed")
+        return ingest
+
+    return exposure
