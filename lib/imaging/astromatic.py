@@ -157,3 +157,23 @@ def read_ldac(path: Path | str) -> np.ndarray:
         names = [h.get_extname() for h in f]
         ext = names.index("LDAC_OBJECTS") if "LDAC_OBJECTS" in names else 1
         return f[ext].read()
+
+
+def read_config(config: Path | str) -> dict[str, str]:
+    """A shipped Astromatic config (``configs/astromatic/<name>.sex``, or a path) as ``{KEY: value}``.
+
+    For passing a campaign's ``.sex`` file through :func:`sextractor`'s ``config`` overrides, so
+    the keys are readable in one file and every run stays a complete command line.
+    """
+    p = Path(config)
+    if not p.is_file():
+        p = config_dir() / "astromatic" / (str(config) if str(config).endswith(".sex") else f"{config}.sex")
+    if not p.is_file():
+        raise FileNotFoundError(f"Astromatic config {config} not found (looked for {p})")
+    out: dict[str, str] = {}
+    for line in p.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            key, _, val = line.partition(" ")
+            out[key.upper()] = val.strip()
+    return out
