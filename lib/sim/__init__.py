@@ -10,7 +10,9 @@ Entry points
 ::
 
     create_archive(preset="demo", seed=42, config=None, root=None, progress=None,
-                   *, workers=1, register=True, **overrides) -> ArchiveSummary
+                   *, workers=1, register=True, parts=None, **overrides) -> ArchiveSummary
+    TileSurvey(preset="demo", seed=42, **overrides).build(root) -> TileBuildResult   # DES tiles
+    KredField(preset.kred, seed).render_ccd(expnum, ccdnum); kredtree.build_field(field, root)
     Survey(preset="demo", seed=42, **overrides)          # plan + catalogs + rendering
         .exposures {expnum: ExposureSpec}, .nites, .stars, .refcat, .galaxies, .transients(nite)
         .render_ccd(expnum, ccdnum, raw=None) -> CCDProduct           # in memory
@@ -58,6 +60,20 @@ The reusable core (for coadd tiles, kred MEF trees and other instruments)
 ``seeding``            keyed random streams: (seed, purpose, ids) -> numpy Generator
 =====================  ======================================================================
 
+Optional parts (``create_archive(..., parts="all")``; ``Preset.parts`` is the default)
+--------------------------------------------------------------------------------------
+=====================  ======================================================================
+``tiles``              DES coadd tiles: names, TAN geometry, COADDTILE_GEOM rows, the
+                       footprint overlap test of ``se_sources``; :class:`TilePlan` knobs
+``tilesurvey``         :class:`TileSurvey`: exposures per (epoch, tile, band) over the tiles,
+                       red_immask with a residual background, truth tables (``SIM/truth/tiles``)
+``tileproducts``       red_bkg / red_segmap / psfex_model from the real SExtractor and PSFEx
+``kred``               :class:`KredPlan`, :class:`KredField`: a Magellanic field's scene (diffuse
+                       emission + stars), sky, per-exposure offsets; InstCal-like CCD rendering
+``kredtree``           ``DECam_MEF/<field>/`` MEFs, ``KRED/config/<field>.yaml``, kred truth
+``register_parts``     archive rows of tiles (COADDTILE_GEOM, MISCFILE ...) and kred files
+=====================  ======================================================================
+
 A new product type (a coadd tile, a kred MEF) reuses ``wcs`` (a tile is a ``CCDWcs``-like TAN
 header), ``draw.draw_sources`` with an :class:`ExposureScene`-like source list, ``psf``,
 ``photometry``, ``ccd`` noise/masks, ``fitswrite`` and ``layout``; its archive rows go
@@ -77,14 +93,18 @@ from skyops.sim.ccd import BADPIX, Detector
 from skyops.sim.exposure import CCDProduct, ExposureScene, SimOptions, render_ccd
 from skyops.sim.exposure_spec import ExposureSpec
 from skyops.sim.focalplane import ALL_CCDS, BAD_CCDS, CCDNUM, DETPOS, GOOD_CCDS, FocalPlane
-from skyops.sim.presets import PRESETS, Preset, get_preset
+from skyops.sim.kred import KredField, KredPlan
+from skyops.sim.presets import ALL_PARTS, PRESETS, Preset, get_preset
 from skyops.sim.products import WrittenFile
 from skyops.sim.refcat import band_mag
 from skyops.sim.survey import BuildResult, ExposureResult, NightResult, Survey, make_exposure, make_night
+from skyops.sim.tiles import Tile, TilePlan
+from skyops.sim.tilesurvey import TileSurvey
 
 __all__ = [
     "create_archive", "ArchiveSummary", "Survey", "make_exposure", "make_night", "ExposureResult",
     "NightResult", "BuildResult", "WrittenFile", "ExposureSpec", "ExposureScene", "SimOptions", "render_ccd",
     "CCDProduct", "FocalPlane", "ALL_CCDS", "GOOD_CCDS", "BAD_CCDS", "CCDNUM", "DETPOS", "BADPIX", "Detector",
-    "PRESETS", "Preset", "get_preset", "band_mag",
+    "PRESETS", "Preset", "get_preset", "band_mag", "ALL_PARTS", "TilePlan", "Tile", "TileSurvey", "KredPlan",
+    "KredField",
 ]

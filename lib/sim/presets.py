@@ -8,6 +8,18 @@
 ``bench`` the same survey with full-size 2048 x 4096 CCDs and realistic densities (about 130
           stars and 1,300 galaxies per CCD). For benchmarks; never built whole in tests.
 
+Optional parts (``Preset.parts`` says which :func:`~skyops.sim.create_archive` builds by
+default; ``create_archive(..., parts=ALL_PARTS)`` builds them all):
+
+``gw``    the nights above (always the core survey).
+``tiles`` DES coadd tiles for Balrog (:class:`~skyops.sim.tiles.TilePlan`): demo
+          ``DES0239+0216`` and ``DES0000+0209`` (straddles RA 0), 0.05 deg tiles (684 pixels
+          at DES's 0.263"/pixel; DES: 0.7304 deg = 10000 pixels), g r i z, 2 epochs, about 20
+          demo CCDs per exposure, each with red_immask + red_bkg + red_segmap + psfex_model.
+``kred``  the kred Magellanic field ``LMC_c42`` (:class:`~skyops.sim.kred.KredPlan`):
+          N662/N673/r x 30 s/400 s x 2 dithers = 12 InstCal MEFs of 6 CCDs (256 x 512 in the
+          demo), 4 tiles T01-T04 of 0.03 deg, diffuse emission + stars + per-exposure offsets.
+
 A preset is a frozen dataclass; :func:`get_preset` returns one by name and
 :meth:`Preset.replace` derives variants (``noise=False`` for truth tests, another
 ``ccd_shape``...).
@@ -18,8 +30,14 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from skyops.errors import SimulationError
+from skyops.sim.focalplane import DETPOS, GOOD_CCDS
 from skyops.sim.exposure import SimOptions
 from skyops.sim.exposure_spec import SEARCH, TEMPLATE
+from skyops.sim.kred import KredPlan
+from skyops.sim.tiles import DES_TILE_SIZE_DEG, TilePlan
+
+#: The parts of a synthetic survey (see the module docstring).
+ALL_PARTS: tuple[str, ...] = ("gw", "tiles", "kred")
 
 
 @dataclass(frozen=True)
@@ -74,6 +92,9 @@ class Preset:
     sky_factor_range: tuple[float, float] = (1.0, 1.5)
     airmass_range: tuple[float, float] = (1.05, 1.4)
     options: SimOptions = field(default_factory=SimOptions)
+    tiles: TilePlan | None = None  # DES coadd tiles and their single-epoch exposures
+    kred: KredPlan | None = None  # a kred Magellanic field (DECam_MEF tree)
+    parts: tuple[str, ...] = ("gw",)  # what create_archive builds unless told otherwise
 
     def replace(self, **changes: object) -> "Preset":
         """A variant of this preset; SimOptions fields (noise, defects, ...) may be given directly."""
@@ -123,6 +144,8 @@ PRESETS: dict[str, Preset] = {
         star_mag_range=(15.0, 21.5),
         galaxy_mag_range=(19.0, 24.5),
         transients_per_ccd=1.5,
+        tiles=TilePlan(),
+        kred=KredPlan(),
     ),
     "bench": Preset(
         name="bench",
@@ -133,6 +156,10 @@ PRESETS: dict[str, Preset] = {
         star_density=3_000.0,
         galaxy_density=30_000.0,
         transients_per_ccd=5.0,
+        tiles=TilePlan(tile_size_deg=DES_TILE_SIZE_DEG, dither_deg=0.15, star_density=3_000.0,
+                       galaxy_density=30_000.0, star_mag_range=(15.0, 22.5), psfvar_degrees=2),
+        kred=KredPlan(ccds=tuple(DETPOS[c] for c in GOOD_CCDS), ccd_shape=(2048, 4096), tile_size_deg=0.5,
+                      dithers_deg=((-0.1, -0.1), (0.1, 0.1)), star_density=30_000.0),
     ),
 }
 

@@ -49,6 +49,10 @@ _IMAGE_KEYS = ("filename", "compression", "filetype", "pfw_attempt_id", "expnum"
                "racmin", "racmax", "deccmin", "deccmax", "crossra0")
 
 
+#: Files of an exposure's finalcut attempt: the image and its auxiliaries (DES tiles part).
+_FINALCUT_FILETYPES = ("red_immask", "red_bkg", "red_segmap", "psfex_model")
+
+
 def processing_time(nite: str) -> _dt.datetime:
     """A fixed 'processed at' time for a night (noon UTC the day after): no clock in the archive."""
     return _dt.datetime.strptime(nite, "%Y%m%d") + _dt.timedelta(days=1, hours=12)
@@ -137,7 +141,7 @@ def _insert_attempts(db: ArchiveDB, conn: sa.Connection, survey: Survey, counts:
 
 def _attempt_of(wf: WrittenFile, survey: Survey, attempts: dict[tuple, int]) -> int | None:
     ft = wf.file.filetype
-    if ft == "red_immask":
+    if ft in _FINALCUT_FILETYPES:
         s = survey.exposure(wf.meta["expnum"])
         return attempts[(s.reqnum, s.unitname, s.attnum)]
     if ft in ("cal_biascor", "cal_norm_dflatcor", "cal_bpm"):

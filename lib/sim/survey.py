@@ -359,6 +359,15 @@ class Survey:
         dtype = [(n, _column_type(rows[0][n], [r[n] for r in rows])) for n in names]
         return np.array([tuple(r[n] for n in names) for r in rows], dtype=dtype)
 
+    def write_truth_table(self, root: str | Path, af: layout.ArchiveFile, table: np.ndarray,
+                          csv_too: bool = True) -> list[products.WrittenFile]:
+        """Write a truth table (FITS, and CSV beside it) with this survey's seed/preset cards."""
+        return self._write_truth_table(Path(root), af, table, self._truth_cards(), csv_too)
+
+    def write_exposure_truth(self, root: str | Path, result: ExposureResult) -> list[products.WrittenFile]:
+        """The per-exposure truth files of ``result`` (as :meth:`make_exposure` writes them)."""
+        return self._write_exposure_truth(Path(root), result)
+
     def _truth_cards(self) -> list[tuple[str, object, str]]:
         return [("SIMSEED", self.seed, "skyops.sim survey seed"), ("PRESET", self.preset.name, "skyops.sim preset"),
                 ("SIMFMT", FORMAT_VERSION, "skyops.sim truth format")]
