@@ -7,6 +7,8 @@ its templates, stage raw + calibrations + reference catalog + templates, SE ever
 """
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pendulum
 from airflow.sdk import DAG
 
@@ -24,7 +26,7 @@ with DAG(
     catchup=False,
     max_active_runs=cfg.max_active_exposures,
     params=dag_params(cfg, night_required=True, expnum=True),
-    default_args={"retries": cfg.retries},
+    default_args={"retries": cfg.retries, "retry_delay": timedelta(seconds=cfg.retry_delay_seconds)},
     tags=["skyops", "gw"],
 ) as dag:
     run = resolve_params()

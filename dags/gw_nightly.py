@@ -10,6 +10,8 @@ Past nights: ``airflow backfill create --dag-id gw_nightly --from-date ... --to-
 """
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable, task
 
@@ -69,7 +71,7 @@ with DAG(
     catchup=False,
     max_active_runs=2,
     params=dag_params(cfg),
-    default_args={"retries": cfg.retries},
+    default_args={"retries": cfg.retries, "retry_delay": timedelta(seconds=cfg.retry_delay_seconds)},
     tags=["skyops", "gw"],
 ) as dag:
     run = resolve_params()

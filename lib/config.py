@@ -165,6 +165,7 @@ class CampaignConfig(SkyopsModel):
     executor: Literal["local", "kubernetes", "htcondor"] = "local"
     steps: dict[str, StepSettings] = {}
     retries: int = Field(1, ge=0)
+    retry_delay_seconds: float = Field(60.0, ge=0)
 
     def step_settings(self, step: str) -> StepSettings:
         return self.steps.get(step, StepSettings())

@@ -46,7 +46,8 @@ class ComputeOperator(BaseOperator):
 
     :param step: dotted step name (``gw.se_ccd``); validated when the DAG is parsed.
     :param step_params: the step's keyword parameters (templated; may hold XComArgs).
-    :param executor: ``local`` (default from the platform config); kubernetes/htcondor later.
+    :param backend: where the step runs: ``local`` (default from the platform config), ``kubernetes``
+        or ``htcondor`` (named so because ``executor`` is Airflow's own operator argument).
     :param unit: the provenance unit (tile, night, field) of this run; templated.
     :param resources: overrides of the step's declared cpu/memory_mb/scratch_mb.
     :param workdir: where the step writes; default a per-try folder under the workspace.
@@ -59,7 +60,7 @@ class ComputeOperator(BaseOperator):
     template_fields_renderers = {"step_params": "json"}
     ui_color = "#d6e9f8"
 
-    def __init__(self, *, step: str, step_params: Any = None, executor: str | None = None,
+    def __init__(self, *, step: str, step_params: Any = None, backend: str | None = None,
                  unit: str = "{{ run_id }}", resources: dict[str, Any] | None = None,
                  workdir: str | None = None, campaign: str | None = None, destination: str = "scratch",
                  **kwargs: Any) -> None:
@@ -67,7 +68,7 @@ class ComputeOperator(BaseOperator):
         check_step_group(step)  # cheap at parse time; the full lookup runs on the worker
         self.step = step
         self.step_params = {} if step_params is None else step_params
-        self.executor = executor
+        self.backend = backend
         self.unit = unit
         self.step_resources = resources
         self.workdir = workdir
@@ -98,7 +99,7 @@ class ComputeOperator(BaseOperator):
         spec = StepSpec(self.step, dict(self.step_params), self._workdir(key), Resources.model_validate(res.model_dump()),
                         labels={"campaign": key.dag_id, "unit": str(self.unit), "step": self.step,
                                 "map_index": str(key.map_index)})
-        self._backend = get_executor(self.executor or cfg.executors.default, cfg)
+        self._backend = get_executor(self.backend or cfg.executors.default, cfg)
         self.log.info("running step %s on %s executor in %s", self.step, self._backend.name, spec.workdir)
         try:
             rec = run_recorded(spec, self._backend, store, key, attempt_id=attempt_id, log_sink=self.log.info)

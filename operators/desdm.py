@@ -62,4 +62,5 @@ class DesdmQueryOperator(BaseOperator):
                             "filetype": "manifest"}])
             rec.metrics.update(rows=len(manifest), query=self.query)
         self.log.info("query %s %s -> %d rows, manifest %s", self.query, self.query_params, len(manifest), out)
+        context["ti"].xcom_push(key="manifest", value=str(out))  # so that `op.output["manifest"]` works
         return {"manifest": str(out), "rows": len(manifest)}

@@ -138,7 +138,7 @@ def collect_candidates(run: dict[str, Any], ti: Any = None) -> dict[str, Any] | 
 def _compute(cfg: GWNightlyConfig, step: str, **kw: Any) -> ComputeOperator:
     s = cfg.step_settings(step)
     return ComputeOperator(
-        step=step, executor=s.executor or cfg.executor,
+        step=step, backend=s.executor or cfg.executor,
         resources=s.resources.model_dump() if s.resources else None,
         unit="{{ " + P + "['night'] }}", destination="{{ " + P + "['destination'] }}",
         campaign=cfg.campaign, **({"retries": s.retries} if s.retries is not None else {}), **kw)

@@ -65,4 +65,5 @@ class StageFilesOperator(BaseOperator):
                                cached=report.cached, skipped=report.skipped, seconds=round(report.seconds, 3))
             report_path = report.write(dest / f".stage_report_{safe_segment(key.task_id)}_{key.map_index}.json")
         self.log.info("%s", report.summary())
+        context["ti"].xcom_push(key="dest", value=str(dest))
         return {"dest": str(dest), "report": str(report_path), "files": len(report.files), "bytes": report.bytes}

@@ -16,6 +16,7 @@ zeropoint           FGCM-like zeropoints (source ``FGCM``, version ``v1``) for *
                     exposures only: truth + 3 mmag scatter, ``sigma_mag_zero`` 0.005. Search
                     exposures get theirs from the GW pipeline's own calibration.
 catalog             the reference catalog (filetype ``cal_refcat``, ``objects`` = rows)
+miscfile            the night's calibrations (cal_biascor, cal_norm_dflatcor, cal_bpm) by nite, band, ccdnum
 blacklist           CCDs 2 and 61 of every exposure
 ==================  ===========================================================================
 
@@ -31,6 +32,7 @@ from typing import Any, Iterable
 import sqlalchemy as sa
 
 from skyops.archive import ArchiveDB
+from skyops.archive.queries import CALIBRATION_FILETYPES
 from skyops.sim import layout
 from skyops.sim.exposure_spec import TEMPLATE, ExposureSpec
 from skyops.sim.focalplane import BAD_CCDS, DETPOS
@@ -88,6 +90,12 @@ def register_build(db: ArchiveDB, survey: Survey, build: BuildResult, archive_na
             {"expnum": s.expnum, "ccdnum": c, "reason": f"dead CCD {DETPOS[c]}"}
             for s in specs for c in sorted(BAD_CCDS)
         ], conn=conn)
+        cals = [wf for wf in files if wf.file.filetype in CALIBRATION_FILETYPES]
+        counts["miscfile"] = db.insert_rows("miscfile", [
+            {"filename": wf.filename, "compression": None, "filetype": wf.file.filetype,
+             "pfw_attempt_id": _attempt_of(wf, survey, attempts), "expnum": None, "ccdnum": wf.meta["ccdnum"],
+             "band": wf.meta.get("band"), "nite": wf.meta["nite"], "tilename": None}
+            for wf in cals], conn=conn) if cals else 0
         refcats = [wf for wf in files if wf.file.filetype == "cal_refcat"]
         counts["catalog"] = db.insert_rows("catalog", [
             {"filename": wf.filename, "compression": None, "filetype": "cal_refcat", "pfw_attempt_id": None,
@@ -161,6 +169,7 @@ def _delete_previous(db: ArchiveDB, conn: sa.Connection, survey: Survey, files: 
             conn.execute(t.desfile.delete().where(t.desfile.c.id.in_(idc)))
         conn.execute(t.image.delete().where(t.image.c.filename.in_(chunk)))
         conn.execute(t.catalog.delete().where(t.catalog.c.filename.in_(chunk)))
+        conn.execute(t.miscfile.delete().where(t.miscfile.c.filename.in_(chunk)))
         conn.execute(t.zeropoint.delete().where(t.zeropoint.c.imagename.in_(chunk)))
     for chunk in _chunks(expnums, 900):
         conn.execute(t.exposure.delete().where(t.exposure.c.expnum.in_(chunk)))

@@ -1,0 +1,1 @@
+"""Provenance schema revisions, oldest first (``0001_initial.py``, ...)."""
