@@ -38,7 +38,7 @@ def _record(ti: Any, state: str, message: str | None = None) -> None:
         now = datetime.now(timezone.utc)
         terminal = state in ("success", "failed", "skipped")
         _store().record_state(
-            _key(ti), state, name=getattr(ti, "task_id", None),
+            _key(ti), state,  # name stays what the operator recorded (the step name), if any
             host=getattr(ti, "hostname", None) or None,
             start_time=getattr(ti, "start_date", None) if not terminal else None,
             end_time=(getattr(ti, "end_date", None) or now) if terminal else None,

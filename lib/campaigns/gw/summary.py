@@ -115,8 +115,9 @@ def night_summary(ctx: StepContext, *, night: str, run_id: str, zeropoints: list
         t = fitsio.read(str(ctx.use(truth, "sim_truth")), ext=1)
         if "band" in t.dtype.names:
             t = t[np.char.strip(t["band"].astype(str)) == band]
-        expnums = {int(m["expnum"]) for m in se} or set(np.unique(zps["expnum"]).tolist() if zps is not None else [])
-        t = t[np.isin(t["expnum"], list(expnums))]
+        # only the CCDs this run differenced can have found anything
+        done = {(int(m["expnum"]), int(m["ccdnum"])) for m in se if "ccdnum" in m}
+        t = t[np.array([(int(e), int(c)) in done for e, c in zip(t["expnum"], t["ccdnum"])], bool)]
         eff = efficiency(t, cands, np.arange(17.0, 25.01, 1.0))
     n_exp = len({m["expnum"] for m in se})
     rms = np.array([m["astrom_rms_arcsec"] for m in se if m.get("astrom_rms_arcsec") is not None])
