@@ -43,8 +43,12 @@ def collect_night(run: dict, truth: dict, expnums: list[int], ti=None, run_id=No
     """Inputs of the night summary: every exposure's zeropoints and candidates."""
     from pathlib import Path
 
+    from airflow.sdk.exceptions import AirflowSkipException
+
     from skyops.manifest import Manifest
 
+    if not expnums:
+        raise AirflowSkipException("no exposure was processed this night: nothing to summarise")
     idx = list(range(len(expnums)))
     zps = ti.xcom_pull(task_ids=f"{GROUP}.calibrate", key="bliss_zeropoint", map_indexes=idx) or []
     cands = []

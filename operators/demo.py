@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -21,8 +22,12 @@ from pathlib import Path
 from skyops import airflow_env
 from skyops.config import PROJECT_ROOT, platform_config, skyops_home
 
-#: The main job: the health canary until the first campaign lands.
-MAIN_DAG = "skyops_healthcheck"
+#: The main job: the GW nightly campaign on the demo night (the canary runs with --dag).
+MAIN_DAG = "gw_nightly"
+#: Run conf per DAG for the demo: the demo night, on a few CCDs so that it takes minutes.
+DEMO_CONF = {"gw_nightly": {"night": "20170817", "ccds": "5,28,40"}}
+#: The synthetic survey the demo builds (the demo survey at the GW campaign's CCD size).
+DEMO_PRESET = "gw-demo"
 
 
 def prepare(console) -> None:
@@ -40,21 +45,36 @@ def prepare(console) -> None:
     if archive_db.startswith("sqlite:///") and not Path(archive_db[len("sqlite:///"):]).exists():
         from skyops.sim import create_archive
 
-        with console.status("building the synthetic demo archive (seed 42)"):
+        with console.status(f"building the synthetic demo archive ({DEMO_PRESET}, seed 42)"):
             t0 = time.perf_counter()
-            summary = create_archive(preset="demo", seed=42, config=cfg)
-        console.print(f"[green]demo archive[/] built in {time.perf_counter() - t0:.1f} s: {summary}")
+            summary = create_archive(preset=DEMO_PRESET, seed=42, config=cfg)
+        console.print(f"[green]demo archive[/] built in {time.perf_counter() - t0:.1f} s: "
+                      f"{summary.n_files} files, {summary.n_bytes / 1e6:.0f} MB, {summary.exposures} exposures")
 
 
-def run_dag(dag_id: str):
+def run_dag(dag_id: str, conf: dict | None = None):
     """Load ``dags/<dag_id>.py`` and run it once with ``dag.test()``."""
     path = PROJECT_ROOT / "dags" / f"{dag_id}.py"
     dag = runpy.run_path(str(path))["dag"]
-    return dag.test()
+    return dag.test(run_conf=conf)
 
 
 #: The filetype of each DAG's human-readable report, printed after the task table.
-REPORT_FILETYPES = {"skyops_healthcheck": "health_report"}
+REPORT_FILETYPES = {"skyops_healthcheck": "health_report", "gw_nightly": "gw_night_summary"}
+
+
+#: Metrics worth a glance in the demo's task table (the report has the rest).
+HEADLINE_METRICS = ("summary", "rows", "files", "bytes", "astrom_rms_arcsec", "psf_fwhm_arcsec", "n_detections",
+                    "exposure_mag_zero", "n_candidates", "candidates", "night_total", "exposures", "recovered",
+                    "injected", "completeness", "checks")
+
+
+def group_tasks(tasks: list[dict]) -> dict[str, list[dict]]:
+    """Tasks grouped by name with the CCD collapsed (``exposure.se_c05`` -> ``exposure.se_cNN``)."""
+    groups: dict[str, list[dict]] = {}
+    for t in tasks:
+        groups.setdefault(re.sub(r"_c\d\d$", "_cNN", t["task_id"]), []).append(t)
+    return groups
 
 
 def _seconds(start, end) -> float | None:
@@ -76,17 +96,17 @@ def summarise(console, dag_run) -> int:
     store = ProvenanceStore.from_config()
     info = store.show_attempt(dag_run.run_id)
     table = Table(title=f"{dag_run.dag_id}  run {dag_run.run_id}: {dag_run.state}")
-    for col in ("task", "state", "seconds", "host", "result"):
-        table.add_column(col, overflow="fold")
-    for t in info["tasks"]:
-        metrics = t.get("metrics") or {}
-        secs = _seconds(t.get("start_time"), t.get("end_time"))
+    for col in ("task", "tries", "ok", "failed", "skipped", "seconds", "headline (first success)"):
+        table.add_column(col, overflow="fold", justify="left" if col in ("task", "headline (first success)") else "right")
+    for name, rows in group_tasks(info["tasks"]).items():
+        ok = [t for t in rows if t["status"] == "success"]
+        secs = sum(_seconds(t.get("start_time"), t.get("end_time")) or 0.0 for t in rows if t["status"] != "skipped")
+        metrics = (ok[0].get("metrics") or {}) if ok else {}
         headline = metrics.get("summary") or ", ".join(
-            f"{k}={v}" for k, v in metrics.items() if k not in ("wall_s", "cpu_s", "peak_rss_mb", "ok"))
-        style = {"success": "green", "failed": "red"}.get(t["status"], "yellow")
-        table.add_row(t["task_id"] + (f"[{t['map_index']}]" if t.get("map_index", -1) >= 0 else ""),
-                      f"[{style}]{t['status']}[/]", f"{secs:.2f}" if secs is not None else "-",
-                      t.get("host") or "-", str(headline)[:200])
+            f"{k}={v}" for k, v in metrics.items() if k in HEADLINE_METRICS)
+        failed = sum(t["status"] == "failed" for t in rows)
+        table.add_row(name, str(len(rows)), f"[green]{len(ok)}[/]", f"[red]{failed}[/]" if failed else "0",
+                      str(sum(t["status"] == "skipped" for t in rows)), f"{secs:.1f}", str(headline)[:160])
     console.print(table)
     for path in store.run_files(dag_run.run_id, filetype=REPORT_FILETYPES.get(dag_run.dag_id, "")):
         if path.endswith(".md") and Path(path).is_file():
@@ -101,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dag", default=MAIN_DAG, help=f"DAG to run (default {MAIN_DAG})")
     parser.add_argument("--verbose", action="store_true", help="show Airflow's own task logs")
+    parser.add_argument("--ccds", help="GW demo: CCDs to process (default 5,28,40; 1,3-60,62 for all)")
     args = parser.parse_args(argv)
     airflow_env.apply()
     if not args.verbose:
@@ -116,7 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     with console.status(f"running {args.dag} with dag.test() on the local executor"):
         if not args.verbose:
             logging.disable(logging.INFO)
-        dag_run = run_dag(args.dag)
+        conf = dict(DEMO_CONF.get(args.dag, {}))
+        if args.ccds and args.dag == "gw_nightly":
+            conf["ccds"] = args.ccds
+        dag_run = run_dag(args.dag, conf or None)
         logging.disable(logging.NOTSET)
     console.print(f"{args.dag} finished in {time.perf_counter() - t0:.1f} s")
     return summarise(console, dag_run)

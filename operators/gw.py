@@ -24,6 +24,9 @@ from skyops.operators.desdm import DesdmQueryOperator
 from skyops.operators.stage import StageFilesOperator
 
 GROUP = "exposure"
+#: A CCD list as a string: numbers 1-62 and ranges of them (``1,3-60,62``), or empty for the default.
+_N = r"(?:[1-9]|[1-5][0-9]|6[0-2])"
+CCD_LIST_PATTERN = rf"^\s*$|^\s*{_N}(?:\s*-\s*{_N})?(?:\s*,\s*{_N}(?:\s*-\s*{_N})?)*\s*$"
 #: Jinja for the run's validated params (pushed by the ``params`` task).
 P = "ti.xcom_pull(task_ids='params')"
 
@@ -36,7 +39,7 @@ def dag_params(cfg: GWNightlyConfig, *, night_required: bool = False, expnum: bo
         "night": Param("" if not night_required else None, type="string" if night_required else ["string", "null"],
                        pattern=r"^$|^(19|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])$", description=desc["night"]),
         "band": Param(d.band, type="string", enum=list(BANDS), description=desc["band"]),
-        "ccds": Param(d.ccds, type=["string", "array"], pattern=r"^[0-9,\- ]*$",
+        "ccds": Param(d.ccds, type=["string", "array"], pattern=CCD_LIST_PATTERN,
                       items={"type": "integer", "minimum": 1, "maximum": 62}, description=desc["ccds"]),
         "rnum": Param(d.rnum, type="integer", minimum=1, description=desc["rnum"]),
         "pnum": Param(d.pnum, type="integer", minimum=1, description=desc["pnum"]),

@@ -27,7 +27,7 @@ A preset is a frozen dataclass; :func:`get_preset` returns one by name and
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import replace, dataclass, field
 
 from skyops.errors import SimulationError
 from skyops.sim.focalplane import DETPOS, GOOD_CCDS
@@ -162,6 +162,13 @@ PRESETS: dict[str, Preset] = {
                       dithers_deg=((-0.1, -0.1), (0.1, 0.1)), star_density=30_000.0),
     ),
 }
+
+#: The demo survey at the size the GW campaign's science needs: 256x512 CCDs and a dense star
+#: field give PSFEx, the astrometric fit and BLISS 25+ usable stars on every CCD (at 128x256
+#: PSFEx fails on some). ``make demo`` and the GW end-to-end tests build this one.
+PRESETS["gw-demo"] = replace(
+    PRESETS["demo"], name="gw-demo", ccd_shape=(256, 512), star_density=60_000.0,
+    description="the demo survey with 256x512 CCDs and 60,000 stars/deg2 (GW campaign demo)")
 
 
 def get_preset(preset: str | Preset) -> Preset:

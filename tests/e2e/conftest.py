@@ -23,11 +23,11 @@ def airflow_db(skyops_home: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_archive(airflow_db):
-    """The synthetic demo survey (seed 42) in this session's archive: DB rows and files."""
+    """The synthetic demo survey (gw-demo: 256x512 CCDs, seed 42) in this session's archive."""
     from skyops.config import platform_config
     from skyops.sim import create_archive
 
-    return create_archive(preset="demo", seed=42, config=platform_config())
+    return create_archive(preset="gw-demo", seed=42, config=platform_config())
 
 
 def load_dag(path: Path | str):

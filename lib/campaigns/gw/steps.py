@@ -16,3 +16,4 @@ for _name in GW_STEP_MODULES:
     _mod = f"{__package__}.{_name}"
     if importlib.util.find_spec(_mod) is not None:
         importlib.import_module(_mod)
+import skyops.campaigns.gw.diffimg  # noqa: F401
