@@ -88,6 +88,7 @@ with DAG(
     exposures = exposure_group(cfg, run).expand(expnum=expnums)
     truth = DesdmQueryOperator(task_id="q_truth", query="files_by_name", query_params={"names": ["transients.fits"]},
                                unit="{{ " + P + "['night'] }}")
+    run >> truth
     summary_inputs = collect_night(run, truth.output, expnums)
     exposures >> summary_inputs
     ComputeOperator(task_id="night_summary", step="gw.night_summary", step_params=summary_inputs,

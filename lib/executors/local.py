@@ -16,6 +16,7 @@ from pathlib import Path
 from skyops.executors.base import ExecutionOutcome, Executor, LogSink, StepSpec, outcome_from_workdir
 
 STEP_LOG = "step.log"
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
 class LocalExecutor(Executor):
@@ -31,7 +32,10 @@ class LocalExecutor(Executor):
 
     def run(self, spec: StepSpec, log: LogSink | None = None) -> ExecutionOutcome:
         spec.write_params()
-        env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
+        # Numerical libraries size their thread pools from the step's declared CPUs, not from
+        # the machine: N concurrent one-core steps must not each start N BLAS threads.
+        threads = str(max(1, int(spec.resources.cpu)))
+        env = {**os.environ, **{v: threads for v in THREAD_VARS}, **spec.env, "PYTHONUNBUFFERED": "1"}
         log_path = Path(spec.workdir) / STEP_LOG
         with open(log_path, "a") as logf:
             self._proc = subprocess.Popen(
