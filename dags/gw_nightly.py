@@ -50,11 +50,11 @@ def collect_night(run: dict, truth: dict, expnums: list[int], ti=None, run_id=No
     if not expnums:
         raise AirflowSkipException("no exposure was processed this night: nothing to summarise")
     idx = list(range(len(expnums)))
-    zps = ti.xcom_pull(task_ids=f"{GROUP}.calibrate", key="bliss_zeropoint", map_indexes=idx) or []
-    cands = []
-    for ccd_task in [t for t in ti.task.dag.task_ids if t.startswith(f"{GROUP}.diff_c")]:
-        got = ti.xcom_pull(task_ids=ccd_task, key="gw_diff_candidates", map_indexes=idx) or []
-        cands += [c for c in (got if isinstance(got, list) else [got]) if c]
+    zps, cands = [], []
+    for i in idx:  # per exposure: what its calibrate and collect_candidates tasks produced
+        zps.append(ti.xcom_pull(task_ids=f"{GROUP}.calibrate", key="bliss_zeropoint", map_indexes=i))
+        got = ti.xcom_pull(task_ids=f"{GROUP}.collect_candidates", map_indexes=i) or {}
+        cands += got.get("candidates", [])
     truth_rows = list(Manifest.read(truth["manifest"]).records())
     truth_path = None
     if truth_rows:  # the synthetic survey's injected transients, straight from the archive root
@@ -63,7 +63,7 @@ def collect_night(run: dict, truth: dict, expnums: list[int], ti=None, run_id=No
         root = platform_config().archive.root.removeprefix("file://")
         truth_path = str(Path(root) / Manifest.relpath(truth_rows[0]))
     return {"night": run["night"], "run_id": run_id, "band": run["band"],
-            "zeropoints": [z for z in (zps if isinstance(zps, list) else [zps]) if z],
+            "zeropoints": [z for z in zps if z],
             "candidates": cands, "truth": truth_path}
 
 

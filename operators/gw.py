@@ -85,6 +85,11 @@ def _pull(ti: Any, task_id: str, key: str) -> Any:
     return ti.xcom_pull(task_ids=f"{GROUP}.{task_id}", key=key, map_indexes=ti.map_index)
 
 
+def _planned(ti: Any, plan_task: str) -> list[int]:
+    """The CCDs a plan task gave work to (the others were skipped: no XCom to look for)."""
+    return [c for c in TASK_CCDS if _pull(ti, plan_task, ccd_key(c))]
+
+
 @task(multiple_outputs=True)
 def plan_se(expnum: int, run: dict[str, Any], raw: dict, cal: dict, ref: dict, staged: dict) -> dict[str, Any]:
     """Per-CCD gw.se_ccd parameters (keys c01..c62; None = skip)."""
@@ -105,7 +110,7 @@ def collect_catalogs(run: dict[str, Any], ref: dict, staged: dict, ti: Any = Non
     from skyops.campaigns.gw.plan import staged as staged_path
     from skyops.manifest import Manifest
 
-    cats = [c for c in (_pull(ti, f"se_{ccd_key(c)}", "cat_finalcut") for c in TASK_CCDS) if c]
+    cats = [c for c in (_pull(ti, f"se_{ccd_key(c)}", "cat_finalcut") for c in _planned(ti, "plan_se")) if c]
     if not run["calibrate"] or not cats:
         return None
     refcat = staged_path(staged["dest"], list(Manifest.read(ref["manifest"]).records())[-1])
@@ -120,18 +125,18 @@ def plan_diff(expnum: int, run: dict[str, Any], tmpl: dict, staged: dict, ti: An
     from skyops.manifest import Manifest
 
     se = {}
-    for c in TASK_CCDS:
+    for c in _planned(ti, "plan_se"):
         img = _pull(ti, f"se_{ccd_key(c)}", "red_immask")
         if img:
             se[c] = {"red_immask": img, "psfex_model": _pull(ti, f"se_{ccd_key(c)}", "psfex_model")}
-    zps = read_zeropoints(_pull(ti, "calibrate", "bliss_zeropoint"))
+    zps = read_zeropoints(_pull(ti, "calibrate", "bliss_zeropoint") if run["calibrate"] else None)
     return diff_inputs(staged["dest"], se, Manifest.read(tmpl["manifest"]), zps, validate(run), expnum)
 
 
 @task(trigger_rule="none_failed")
 def collect_candidates(run: dict[str, Any], ti: Any = None) -> dict[str, Any] | None:
     """The exposure's candidate files for ingestion into <schema>_candidate."""
-    cands = [c for c in (_pull(ti, f"diff_{ccd_key(c)}", "gw_diff_candidates") for c in TASK_CCDS) if c]
+    cands = [c for c in (_pull(ti, f"diff_{ccd_key(c)}", "gw_diff_candidates") for c in _planned(ti, "plan_diff")) if c]
     if not cands:
         return None
     return {"candidates": cands, "night": run["night"], "schema": run["schema"], "band": run["band"],
