@@ -17,19 +17,13 @@ from typing import Iterable
 
 import numpy as np
 
+from skyops.imaging.gaia import GAIA_TO_DECAM
 from skyops.sim.photometry import BANDS
 from skyops.sim.seeding import rng
 from skyops.sim.skycells import cell_area_deg2, cell_index, power_law_mags, uniform_in_cell
 
-#: mag_band = G + c0 + c1 * (BP - RP)
-COLOR_TERMS: dict[str, tuple[float, float]] = {
-    "u": (0.70, 1.00),
-    "g": (0.02, 0.45),
-    "r": (-0.08, 0.12),
-    "i": (-0.25, -0.05),
-    "z": (-0.35, -0.15),
-    "Y": (-0.40, -0.20),
-}
+#: mag_band = G + c0 + c1 * (BP - RP): the same table the calibration steps use.
+COLOR_TERMS = GAIA_TO_DECAM
 
 #: GAIA DR2 column names and types (errors in mas and mas/yr, as in GAIA).
 REFCAT_DTYPE = np.dtype([

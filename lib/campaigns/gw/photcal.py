@@ -19,16 +19,8 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from skyops.errors import InputError
+from skyops.imaging.gaia import GAIA_TO_DECAM
 
-#: mag_band = G + c0 + c1 * (BP - RP), per DECam band.
-GAIA_TO_DECAM: dict[str, tuple[float, float]] = {
-    "u": (0.70, 1.00),
-    "g": (0.02, 0.45),
-    "r": (-0.08, 0.12),
-    "i": (-0.25, -0.05),
-    "z": (-0.35, -0.15),
-    "Y": (-0.40, -0.20),
-}
 
 #: ZEROPOINT.FLAG bits written by gw.calibrate.
 FLAG_FEW_STARS = 1  # fewer than min_stars calibration stars (mag_zero from what there is, or NaN)
