@@ -18,7 +18,7 @@ from airflow.sdk import Param, task, task_group
 
 from skyops.campaigns.gw.config import GWNightlyConfig
 from skyops.campaigns.gw.params import BANDS, FLAGS
-from skyops.campaigns.gw.plan import TASK_CCDS, ccd_key
+from skyops.campaigns.gw.plan import SE_FILETYPES, TASK_CCDS, ccd_key
 from skyops.operators.compute import ComputeOperator
 from skyops.operators.desdm import DesdmQueryOperator
 from skyops.operators.stage import StageFilesOperator
@@ -85,6 +85,18 @@ def _pull(ti: Any, task_id: str, key: str) -> Any:
     return ti.xcom_pull(task_ids=f"{GROUP}.{task_id}", key=key, map_indexes=ti.map_index)
 
 
+def _se_outputs(ti: Any, run: dict[str, Any]) -> dict[int, dict[str, str]]:
+    """CCD -> gw.se_ccd outputs by filetype: this run's SE tasks, or (``-j``) earlier runs'."""
+    if run["skip_se"]:
+        return {int(c): o for c, o in (_pull(ti, "plan_se", "previous") or {}).items()}
+    out = {}
+    for c in _planned(ti, "plan_se"):
+        files = {ft: _pull(ti, f"se_{ccd_key(c)}", ft) for ft in SE_FILETYPES}
+        if all(files.values()):
+            out[c] = files
+    return out
+
+
 def _planned(ti: Any, plan_task: str) -> list[int]:
     """The CCDs a plan task gave work to (the others were skipped: no XCom to look for)."""
     return [c for c in TASK_CCDS if _pull(ti, plan_task, ccd_key(c))]
@@ -98,8 +110,16 @@ def plan_se(expnum: int, run: dict[str, Any], raw: dict, cal: dict, ref: dict, s
     from skyops.manifest import Manifest
 
     p = validate({k: v for k, v in run.items()})
-    if p.skip_se:
-        return {ccd_key(c): None for c in TASK_CCDS}
+    if p.skip_se:  # -j: no SE now; calibration and diffimg use the last successful SE of each CCD
+        from skyops.campaigns.gw.plan import previous_se_outputs
+        from skyops.provenance import ProvenanceStore
+
+        store = ProvenanceStore.from_config()
+        try:
+            previous = previous_se_outputs(store.engine, expnum, p.live_ccds)
+        finally:
+            store.close()
+        return {**{ccd_key(c): None for c in TASK_CCDS}, "previous": {str(c): o for c, o in previous.items()}}
     return se_inputs(staged["dest"], Manifest.read(raw["manifest"]), Manifest.read(cal["manifest"]),
                      Manifest.read(ref["manifest"]), p, expnum)
 
@@ -110,7 +130,7 @@ def collect_catalogs(run: dict[str, Any], ref: dict, staged: dict, ti: Any = Non
     from skyops.campaigns.gw.plan import staged as staged_path
     from skyops.manifest import Manifest
 
-    cats = [c for c in (_pull(ti, f"se_{ccd_key(c)}", "cat_finalcut") for c in _planned(ti, "plan_se")) if c]
+    cats = [o["cat_finalcut"] for _, o in sorted(_se_outputs(ti, run).items())]
     if not run["calibrate"] or not cats:
         return None
     refcat = staged_path(staged["dest"], list(Manifest.read(ref["manifest"]).records())[-1])
@@ -124,11 +144,7 @@ def plan_diff(expnum: int, run: dict[str, Any], tmpl: dict, staged: dict, ti: An
     from skyops.campaigns.gw.plan import diff_inputs, read_zeropoints
     from skyops.manifest import Manifest
 
-    se = {}
-    for c in _planned(ti, "plan_se"):
-        img = _pull(ti, f"se_{ccd_key(c)}", "red_immask")
-        if img:
-            se[c] = {"red_immask": img, "psfex_model": _pull(ti, f"se_{ccd_key(c)}", "psfex_model")}
+    se = _se_outputs(ti, run)
     zps = read_zeropoints(_pull(ti, "calibrate", "bliss_zeropoint") if run["calibrate"] else None)
     return diff_inputs(staged["dest"], se, Manifest.read(tmpl["manifest"]), zps, validate(run), expnum)
 

@@ -159,3 +159,15 @@ def test_gw_exposure_retry_of_one_ccd_is_in_provenance(run_dag, demo_archive, fa
     assert tries == [("exposure.se_c40", 1, "failed"), ("exposure.se_c40", 2, "success")]
     msg = se_tasks(ProvenanceStore.from_config(), dr.run_id)[0]["message"]
     assert "killed by signal 9 (SIGKILL)" in msg
+
+    # -j (skip SE) on the same exposure: no SE runs, calibration and diffimg reuse the
+    # outputs of the successful try above, found through provenance.
+    again = run_dag(DAGS / "gw_exposure.py",
+                    run_conf={"night": NIGHT, "expnum": SEARCH[1], "ccds": "40", "skip_se": True})
+    assert again.state == "success"
+    states = {t.task_id: t.state for t in again.get_task_instances()}
+    assert states["exposure.se_c40"] == "skipped" and states["exposure.diff_c40"] == "success"
+    store = ProvenanceStore.from_config()
+    (cat,) = [f for f in store.run_files(dr.run_id, filetype="cat_finalcut")]
+    assert cat in store.ancestors(store.run_files(again.run_id, filetype="bliss_zeropoint")[0])
+

@@ -1,0 +1,392 @@
+"""A real local Airflow 3.3 stack as child processes: for integration tests and benchmarks.
+
+``AirflowStack(home, metadata_url)`` writes the environment of an embedded deployment
+(:func:`skyops.airflow_env.settings` plus what a multi-process Airflow 3.3 needs: the
+LocalExecutor, a JWT secret shared by the api-server and the scheduler, an api-server on a
+free 127.0.0.1 port that also serves the execution API, the repo's ``dags/`` as the one DAG
+bundle, the simple auth manager with one admin whose password it writes), runs
+``airflow db migrate``, starts ``api-server``, ``scheduler``, ``dag-processor`` (and
+``triggerer`` on request) with their output in ``$SKYOPS_HOME/airflow/logs/stack/``, and
+waits until ``/api/v2/monitor/health`` says they are up. :meth:`~AirflowStack.trigger` and
+:meth:`~AirflowStack.wait` speak REST API v2 with a bearer token. On exit every process it
+started is stopped by its process group id (SIGTERM, then SIGKILL): nothing is left behind.
+
+The metadata database should be PostgreSQL (:func:`pg_database` makes a throwaway one):
+SQLite cannot serve several processes writing at once.
+
+Usage::
+
+    with pg_database() as url, AirflowStack(home, url) as stack:
+        run_id = stack.trigger("gw_exposure", {"expnum": 668439, "night": "20170817"})
+        run = stack.wait("gw_exposure", run_id, timeout=1800)
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+from skyops import airflow_env
+from skyops.config import PROJECT_ROOT
+from skyops.errors import SkyopsError
+
+log = logging.getLogger(__name__)
+
+PG_ADMIN_URL = os.environ.get("SKYOPS_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+#: Components started by default (``triggerer`` is added with ``triggerer=True``).
+COMPONENTS = ("api-server", "scheduler", "dag-processor")
+#: Health-report keys that must be "healthy" before the stack counts as up, per component.
+HEALTH_KEYS = {"api-server": "metadatabase", "scheduler": "scheduler", "dag-processor": "dag_processor",
+               "triggerer": "triggerer"}
+TERMINAL_STATES = ("success", "failed")
+
+
+class StackError(SkyopsError):
+    """The local Airflow stack could not start, or did not answer as expected."""
+
+
+@contextlib.contextmanager
+def pg_database(admin_url: str = PG_ADMIN_URL, prefix: str = "skyops_af") -> Iterator[str]:
+    """A throwaway PostgreSQL database (created now, dropped WITH (FORCE) on exit); yields its URL."""
+    import sqlalchemy as sa
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class AirflowStack:
+    """api-server + scheduler + dag-processor (+ triggerer) on one machine, as a context manager.
+
+    :param home: the SKYOPS_HOME the stack (and the tasks it runs) work in.
+    :param metadata_url: SQLAlchemy URL of Airflow's metadata DB (PostgreSQL).
+    :param parallelism: LocalExecutor slots (``[core] parallelism``).
+    :param triggerer: also start ``airflow triggerer`` (deferrable operators).
+    :param extra_env: more environment for every process (overrides the defaults).
+    :param dags_folder: the DAG bundle's folder (default: the repo's ``dags/``).
+    :param start_timeout: seconds to wait for migration and for health, each.
+    :param patch_listener: run the scheduler with the provenance listener's ``on_dag_run_running``
+        replaced by one that reads through the scheduler's own session (see
+        :func:`_safe_dag_run_listener`); without it the scheduler dies on the first DAG run.
+    """
+
+    def __init__(self, home: str | os.PathLike[str], metadata_url: str, *, parallelism: int = 2,
+                 triggerer: bool = False, extra_env: dict[str, str] | None = None,
+                 dags_folder: str | os.PathLike[str] | None = None, start_timeout: float = 240.0,
+                 patch_listener: bool = True) -> None:
+        self.home = Path(home).resolve()
+        self.metadata_url = metadata_url
+        self.parallelism = parallelism
+        self.components = COMPONENTS + (("triggerer",) if triggerer else ())
+        self.dags_folder = Path(dags_folder or PROJECT_ROOT / "dags").resolve()
+        self.extra_env = dict(extra_env or {})
+        self.start_timeout = start_timeout
+        self.patch_listener = patch_listener
+        self.port = 0
+        self.password = secrets.token_urlsafe(16)
+        self.procs: dict[str, subprocess.Popen] = {}
+        self._log_files: list[Any] = []
+        self._token: str | None = None
+        self._token_time = 0.0
+        self.env: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ set-up
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "airflow" / "logs" / "stack"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def make_env(self) -> dict[str, str]:
+        """The whole environment of the stack's processes (inherited AIRFLOW_* settings dropped)."""
+        af = self.home / "airflow"
+        pw_file = af / "simple_auth_manager_passwords.json"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_")}
+        env.update(airflow_env.settings(self.home, metadata_url=self.metadata_url))
+        env.update({
+            "SKYOPS_HOME": str(self.home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",  # only what trigger() unpauses runs
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+            "AIRFLOW__CORE__AUTH_MANAGER":
+                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(pw_file),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__BASE_URL": self.base_url,
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__API_AUTH__JWT_ISSUER": "skyops-devstack",
+            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+            "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps([
+                {"name": "dags-folder", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                 "kwargs": {"path": str(self.dags_folder)}}]),
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+        })
+        env.update(self.extra_env)
+        return env
+
+    def _write_passwords(self) -> None:
+        path = Path(self.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"admin": self.password}))
+        path.chmod(0o600)
+
+    def _airflow(self, *args: str) -> list[str]:
+        if args and args[0] == "scheduler" and self.patch_listener:
+            # Through this module: see _safe_dag_run_listener (a bug in plugins/listener.py).
+            return [sys.executable, "-m", "skyops.operators.devstack", *args]
+        return [sys.executable, "-m", "airflow", *args]
+
+    def migrate(self) -> None:
+        """``airflow db migrate`` and ``skyops prov migrate`` (output in logs/stack/db-migrate.log)."""
+        out = self.log_dir / "db-migrate.log"
+        with out.open("w") as f:
+            r = subprocess.run(self._airflow("db", "migrate"), env=self.env, stdout=f, stderr=subprocess.STDOUT,
+                               timeout=self.start_timeout)
+        if r.returncode != 0:
+            raise StackError(f"airflow db migrate failed (exit {r.returncode}); see {out}:\n{_tail(out)}")
+        # The provenance DB the tasks (and the listener) write to, under the same SKYOPS_HOME.
+        with out.open("a") as f:
+            r = subprocess.run([sys.executable, "-m", "skyops.cli.main", "prov", "migrate"], env=self.env,
+                               stdout=f, stderr=subprocess.STDOUT, timeout=self.start_timeout)
+        if r.returncode != 0:
+            raise StackError(f"skyops prov migrate failed (exit {r.returncode}); see {out}:\n{_tail(out)}")
+
+    def start(self, component: str) -> subprocess.Popen:
+        """Start ``airflow <component>`` in a session of its own (so its children die with it)."""
+        out = (self.log_dir / f"{component}.log").open("ab")
+        self._log_files.append(out)
+        proc = subprocess.Popen(self._airflow(component), env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(self.home))
+        self.procs[component] = proc
+        log.info("started airflow %s (pid %d), log %s", component, proc.pid, out.name)
+        return proc
+
+    def __enter__(self) -> "AirflowStack":
+        try:
+            self.up()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def up(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.env = self.make_env()
+        self._write_passwords()
+        self.migrate()
+        for c in self.components:
+            self.start(c)
+        self.wait_healthy(self.start_timeout)
+
+    # ------------------------------------------------------------------ health
+    def check_alive(self) -> None:
+        for name, p in self.procs.items():
+            if p.poll() is not None:
+                raise StackError(f"airflow {name} (pid {p.pid}) exited with {p.returncode}; "
+                                 f"its log {self.log_dir / (name + '.log')} ends:\n{_tail(self.log_dir / (name + '.log'))}")
+
+    def health(self) -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/api/v2/monitor/health", timeout=5) as r:
+                return json.load(r)
+        except (OSError, ValueError):
+            return None
+
+    def wait_healthy(self, timeout: float) -> dict[str, Any]:
+        """Block until every started component reports healthy (raises when one dies or on timeout)."""
+        deadline, h = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            self.check_alive()
+            h = self.health()
+            if h and all((h.get(HEALTH_KEYS[c]) or {}).get("status") == "healthy" for c in self.components):
+                return h
+            time.sleep(1.0)
+        raise StackError(f"the Airflow stack at {self.base_url} was not healthy after {timeout:.0f} s: {h}; "
+                         f"logs in {self.log_dir}")
+
+    # ------------------------------------------------------------------ REST API v2
+    def token(self) -> str:
+        """A bearer token for the admin user (renewed every 30 minutes)."""
+        if self._token is None or time.monotonic() - self._token_time > 1800:
+            body = json.dumps({"username": "admin", "password": self.password}).encode()
+            req = urllib.request.Request(f"{self.base_url}/auth/token", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=30) as r:
+                self._token = json.load(r)["access_token"]
+            self._token_time = time.monotonic()
+        return self._token
+
+    def api(self, method: str, path: str, body: Any = None, **query: Any) -> Any:
+        """Call ``/api/v2<path>``; returns the decoded JSON (raises StackError with the server's detail)."""
+        url = f"{self.base_url}/api/v2{path}"
+        if query:
+            url += "?" + urllib.parse.urlencode(query, doseq=True)
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(url, data=data, method=method, headers={
+            "Authorization": f"Bearer {self.token()}", "Content-Type": "application/json",
+            "Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                raw = r.read()
+        except urllib.error.HTTPError as e:
+            raise StackError(f"{method} {path}: HTTP {e.code}: {e.read().decode(errors='replace')[:500]}") from None
+        return json.loads(raw) if raw else None
+
+    def wait_dag(self, dag_id: str, timeout: float = 180.0) -> dict[str, Any]:
+        """Block until the dag-processor has serialised ``dag_id``; unpause it; return the DAG."""
+        deadline, last = time.monotonic() + timeout, ""
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                dag = self.api("GET", f"/dags/{dag_id}")
+                if dag.get("is_paused"):
+                    dag = self.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
+                return dag
+            except StackError as e:
+                last = str(e)
+            time.sleep(1.0)
+        errs = ""
+        with contextlib.suppress(StackError):
+            errs = json.dumps(self.api("GET", "/importErrors"))[:2000]
+        raise StackError(f"DAG {dag_id} did not appear within {timeout:.0f} s ({last}); import errors: {errs}")
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, run_id: str | None = None) -> str:
+        """Trigger a run of ``dag_id`` with ``conf`` (waiting for the DAG to be parsed); returns its run id."""
+        self.wait_dag(dag_id)
+        run_id = run_id or f"manual__devstack_{uuid.uuid4().hex[:8]}"
+        self.api("POST", f"/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}})
+        return run_id
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return self.api("GET", f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}")
+
+    def wait(self, dag_id: str, run_id: str, timeout: float = 3600.0, poll: float = 1.0) -> dict[str, Any]:
+        """Block until the run is success or failed; returns the DAG run (raises on timeout or a dead process)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive()
+            run = self.dag_run(dag_id, run_id)
+            if run["state"] in TERMINAL_STATES:
+                return run
+            if time.monotonic() > deadline:
+                raise StackError(f"run {run_id} of {dag_id} still {run['state']} after {timeout:.0f} s")
+            time.sleep(poll)
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """Every task instance of a run (all pages)."""
+        out: list[dict[str, Any]] = []
+        path = f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances"
+        while True:
+            page = self.api("GET", path, limit=100, offset=len(out))
+            out += page["task_instances"]
+            if not page["task_instances"] or len(out) >= page["total_entries"]:
+                return out
+
+    # ------------------------------------------------------------------ tear-down
+    def stop(self, grace: float = 20.0) -> None:
+        """SIGTERM each started process group, then SIGKILL what is left after ``grace`` seconds."""
+        for name, p in self.procs.items():
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for name, p in self.procs.items():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(max(0.1, deadline - time.monotonic()))
+        for name, p in self.procs.items():
+            # The group may outlive its leader (task processes, uvicorn workers): kill it whole.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(p.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(5)
+        for f in self._log_files:
+            f.close()
+        self._log_files.clear()
+        self.procs.clear()
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _safe_dag_run_listener() -> None:
+    """Work around a scheduler-killing bug in ``skyops.plugins.listener.on_dag_run_running``.
+
+    The hook calls ``dag_run.get_task_instances()`` without a session, so ``@provide_session``
+    opens the scheduler's own (scoped) session and *commits* it inside the scheduler loop:
+    Airflow 3.3 raises "UNEXPECTED COMMIT - THIS WILL BREAK HA LOCKS!", the listener swallows
+    that, and the next access to the DagRun raises DetachedInstanceError, which ends the
+    scheduler. The fix belongs in plugins/listener.py (pass ``session=object_session(dag_run)``);
+    until then the devstack scheduler gets this replacement before Airflow loads the plugin.
+    """
+    from airflow.listeners import hookimpl
+    from sqlalchemy.orm import object_session
+
+    from skyops.plugins import listener
+
+    @hookimpl
+    def on_dag_run_running(dag_run, msg):  # noqa: ANN001, ANN202 - the hookspec's signature
+        try:
+            session = object_session(dag_run)
+            if session is None:  # not the scheduler's ORM object: the original is safe
+                return listener.__dict__["_original_on_dag_run_running"](dag_run=dag_run, msg=msg)
+            tis = dag_run.get_task_instances(session=session)
+            cleared = [ti for ti in tis if ti.state is None and int(ti.try_number or 0) >= 1]
+            if cleared:
+                listener._store().record_clears([listener._key(ti) for ti in cleared])
+        except Exception:  # noqa: BLE001 - a listener must not take its component down
+            log.exception("skyops provenance listener could not record clears for %s",
+                          getattr(dag_run, "run_id", "?"))
+
+    listener.__dict__.setdefault("_original_on_dag_run_running", listener.on_dag_run_running)
+    listener.on_dag_run_running = on_dag_run_running
+
+
+if __name__ == "__main__":  # ``python -m skyops.operators.devstack scheduler``: airflow, listener patched
+    _safe_dag_run_listener()
+    from airflow.__main__ import main as airflow_main
+
+    sys.argv = ["airflow", *sys.argv[1:]]
+    sys.exit(airflow_main())
