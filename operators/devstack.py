@@ -91,15 +91,11 @@ class AirflowStack:
     :param extra_env: more environment for every process (overrides the defaults).
     :param dags_folder: the DAG bundle's folder (default: the repo's ``dags/``).
     :param start_timeout: seconds to wait for migration and for health, each.
-    :param patch_listener: run the scheduler with the provenance listener's ``on_dag_run_running``
-        replaced by one that reads through the scheduler's own session (see
-        :func:`_safe_dag_run_listener`); without it the scheduler dies on the first DAG run.
     """
 
     def __init__(self, home: str | os.PathLike[str], metadata_url: str, *, parallelism: int = 2,
                  triggerer: bool = False, extra_env: dict[str, str] | None = None,
-                 dags_folder: str | os.PathLike[str] | None = None, start_timeout: float = 240.0,
-                 patch_listener: bool = True) -> None:
+                 dags_folder: str | os.PathLike[str] | None = None, start_timeout: float = 240.0) -> None:
         self.home = Path(home).resolve()
         self.metadata_url = metadata_url
         self.parallelism = parallelism
@@ -107,7 +103,6 @@ class AirflowStack:
         self.dags_folder = Path(dags_folder or PROJECT_ROOT / "dags").resolve()
         self.extra_env = dict(extra_env or {})
         self.start_timeout = start_timeout
-        self.patch_listener = patch_listener
         self.port = 0
         self.password = secrets.token_urlsafe(16)
         self.procs: dict[str, subprocess.Popen] = {}
@@ -165,9 +160,6 @@ class AirflowStack:
         path.chmod(0o600)
 
     def _airflow(self, *args: str) -> list[str]:
-        if args and args[0] == "scheduler" and self.patch_listener:
-            # Through this module: see _safe_dag_run_listener (a bug in plugins/listener.py).
-            return [sys.executable, "-m", "skyops.operators.devstack", *args]
         return [sys.executable, "-m", "airflow", *args]
 
     def migrate(self) -> None:
@@ -349,44 +341,3 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
-
-
-def _safe_dag_run_listener() -> None:
-    """Work around a scheduler-killing bug in ``skyops.plugins.listener.on_dag_run_running``.
-
-    The hook calls ``dag_run.get_task_instances()`` without a session, so ``@provide_session``
-    opens the scheduler's own (scoped) session and *commits* it inside the scheduler loop:
-    Airflow 3.3 raises "UNEXPECTED COMMIT - THIS WILL BREAK HA LOCKS!", the listener swallows
-    that, and the next access to the DagRun raises DetachedInstanceError, which ends the
-    scheduler. The fix belongs in plugins/listener.py (pass ``session=object_session(dag_run)``);
-    until then the devstack scheduler gets this replacement before Airflow loads the plugin.
-    """
-    from airflow.listeners import hookimpl
-    from sqlalchemy.orm import object_session
-
-    from skyops.plugins import listener
-
-    @hookimpl
-    def on_dag_run_running(dag_run, msg):  # noqa: ANN001, ANN202 - the hookspec's signature
-        try:
-            session = object_session(dag_run)
-            if session is None:  # not the scheduler's ORM object: the original is safe
-                return listener.__dict__["_original_on_dag_run_running"](dag_run=dag_run, msg=msg)
-            tis = dag_run.get_task_instances(session=session)
-            cleared = [ti for ti in tis if ti.state is None and int(ti.try_number or 0) >= 1]
-            if cleared:
-                listener._store().record_clears([listener._key(ti) for ti in cleared])
-        except Exception:  # noqa: BLE001 - a listener must not take its component down
-            log.exception("skyops provenance listener could not record clears for %s",
-                          getattr(dag_run, "run_id", "?"))
-
-    listener.__dict__.setdefault("_original_on_dag_run_running", listener.on_dag_run_running)
-    listener.on_dag_run_running = on_dag_run_running
-
-
-if __name__ == "__main__":  # ``python -m skyops.operators.devstack scheduler``: airflow, listener patched
-    _safe_dag_run_listener()
-    from airflow.__main__ import main as airflow_main
-
-    sys.argv = ["airflow", *sys.argv[1:]]
-    sys.exit(airflow_main())

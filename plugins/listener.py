@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from airflow.listeners import hookimpl
+from sqlalchemy.orm import object_session
 
 from skyops.provenance import ProvenanceStore, TaskKey
 from skyops.secrets import redact_text
@@ -73,7 +74,13 @@ def on_task_instance_skipped(previous_state: Any, task_instance: Any) -> None:
 def on_dag_run_running(dag_run: Any, msg: str) -> None:
     """A run (re)starts: record a ``cleared`` change for each reset try that had ended."""
     try:
-        tis = dag_run.get_task_instances() if hasattr(dag_run, "get_task_instances") else []
+        # In the scheduler the DagRun belongs to the scheduler's own session: read through it.
+        # Letting get_task_instances() open (and commit) the scoped session would break the
+        # scheduler's HA locks and detach its objects, which ends the scheduler.
+        session = object_session(dag_run)
+        if session is None or not hasattr(dag_run, "get_task_instances"):
+            return
+        tis = dag_run.get_task_instances(session=session)
         cleared = [ti for ti in tis if ti.state is None and int(ti.try_number or 0) >= 1]
         if cleared:
             _store().record_clears([_key(ti) for ti in cleared])
