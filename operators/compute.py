@@ -95,8 +95,9 @@ class ComputeOperator(BaseOperator):
         store = ProvenanceStore.from_config(cfg)
         attempt_id = store.attempt(self.campaign or key.dag_id, key.run_id, str(self.unit))
         sdef = get_step(self.step)
-        res = sdef.resources.model_copy(update=self.step_resources) if self.step_resources else sdef.resources
-        spec = StepSpec(self.step, dict(self.step_params), self._workdir(key), Resources.model_validate(res.model_dump()),
+        # the step's declared resources with the campaign's overrides, validated (cpu > 0, ...)
+        res = Resources.model_validate({**sdef.resources.model_dump(), **(self.step_resources or {})})
+        spec = StepSpec(self.step, dict(self.step_params), self._workdir(key), res,
                         labels={"campaign": key.dag_id, "unit": str(self.unit), "step": self.step,
                                 "map_index": str(key.map_index)})
         self._backend = get_executor(self.backend or cfg.executors.default, cfg)
