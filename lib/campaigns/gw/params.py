@@ -42,7 +42,7 @@ FLAGS: dict[str, tuple[str, str]] = {
     "overwrite": ("-O", "fetch and process again, overwriting existing outputs"),
     "template_mode": ("-t", "process the exposures as templates (no SE verify, no diffimg)"),
     "diffimg_version": ("-v", "diffimg version tag"),
-    "fullcopy": ("-F", "copy every product to the destination (diffimg's fullcopy)"),
+    "fullcopy": ("-F", "keep every diffimg intermediate product, not only the key outputs (fullcopy)"),
     "program": ("", "EXPOSURE.PROGRAM of search exposures (default gw)"),
 }
 

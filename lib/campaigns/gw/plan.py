@@ -95,6 +95,9 @@ def diff_inputs(dest: str | Path, se_outputs: dict[int, dict[str, str]], templat
         out[ccd_key(ccd)] = {
             "search": se["red_immask"], "search_psf": se.get("psfex_model"), "templates": sorted(by_ccd[ccd]),
             "band": params.band, "expnum": int(expnum), "ccd": ccd, "zeropoint": zeropoints.get(ccd),
+            # -F fullcopy: keep every intermediate product (resampled template stack, matched
+            # images) next to the difference image, not only the key outputs
+            "keep_scratch": params.fullcopy,
         }
     return out
 
