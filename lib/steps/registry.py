@@ -35,6 +35,8 @@ STEP_GROUPS: dict[str, str] = {
     "health": "skyops.steps.builtin",
     "selftest": "skyops.steps.builtin",
     "gw": "skyops.campaigns.gw.steps",
+    "balrog": "skyops.campaigns.balrog.steps",
+    "magellanic": "skyops.campaigns.magellanic.steps",
 }
 
 _REGISTRY: dict[str, "StepDef"] = {}
