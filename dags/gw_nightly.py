@@ -62,7 +62,7 @@ def collect_night(run: dict, truth: dict, expnums: list[int], ti=None, run_id=No
 
         root = platform_config().archive.root.removeprefix("file://")
         truth_path = str(Path(root) / Manifest.relpath(truth_rows[0]))
-    return {"night": run["night"], "run_id": run_id, "band": run["band"],
+    return {"night": run["night"], "run_id": run_id, "band": run["band"], "season": run["season"],
             "zeropoints": [z for z in zps if z],
             "candidates": cands, "truth": truth_path}
 

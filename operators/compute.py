@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException
 
-from skyops.config import Resources, platform_config
-from skyops.executors import StepSpec, get_executor
-from skyops.launch import StepFailed, run_recorded
-from skyops.provenance import ProvenanceStore, TaskKey
-from skyops.steps.registry import check_step_group, get_step
+from skyops.config import platform_config
+from skyops.steps.groups import check_step_group
+
+if TYPE_CHECKING:
+    from skyops.provenance import TaskKey
+
+# Executors, provenance and the step registry are imported where a task runs, not here: every
+# DAG file imports this module, and the DAG processor parses each file every 30 s.
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
@@ -34,10 +37,12 @@ def safe_segment(text: str) -> str:
     return _UNSAFE.sub("_", text).strip("._") or "_"
 
 
-def task_key(context: Context) -> TaskKey:
+def task_key(context: Context) -> "TaskKey":
     """The provenance key of the running task try."""
     ti = context["ti"]
     map_index = ti.map_index if ti.map_index is not None else -1
+    from skyops.provenance import TaskKey
+
     return TaskKey(ti.dag_id, ti.run_id, ti.task_id, int(map_index), int(ti.try_number or 1))
 
 
@@ -76,7 +81,7 @@ class ComputeOperator(BaseOperator):
         self.destination = destination
         self._backend = None
 
-    def _workdir(self, key: TaskKey) -> Path:
+    def _workdir(self, key: "TaskKey") -> Path:
         if self.workdir:
             return Path(self.workdir)
         ws = platform_config().workspace
@@ -90,6 +95,12 @@ class ComputeOperator(BaseOperator):
             # A planning task decided there is nothing to do here (a CCD not selected with -c):
             # say so visibly in the UI instead of failing or silently succeeding.
             raise AirflowSkipException(f"{self.task_id}: no parameters from upstream, nothing to run for {self.step}")
+        from skyops.config import Resources
+        from skyops.executors import StepSpec, get_executor
+        from skyops.launch import StepFailed, run_recorded
+        from skyops.provenance import ProvenanceStore
+        from skyops.steps.registry import get_step
+
         cfg = platform_config()
         key = task_key(context)
         store = ProvenanceStore.from_config(cfg)
@@ -100,6 +111,13 @@ class ComputeOperator(BaseOperator):
         spec = StepSpec(self.step, dict(self.step_params), self._workdir(key), res,
                         labels={"campaign": key.dag_id, "unit": str(self.unit), "step": self.step,
                                 "map_index": str(key.map_index)})
+        # ---- remote backends (issue 7): kubernetes pod / HTCondor job, deferrable; see operators/remote_step.py
+        if (self.backend or cfg.executors.default) != "local":
+            from skyops.operators.remote_step import remote_backend
+
+            self._backend = remote_backend(self.backend or cfg.executors.default, cfg)
+            return self._backend.start(self, context, spec, attempt_id)  # defers; resumes below
+        # ---- end remote backends
         self._backend = get_executor(self.backend or cfg.executors.default, cfg)
         self.log.info("running step %s on %s executor in %s", self.step, self._backend.name, spec.workdir)
         try:
@@ -113,6 +131,14 @@ class ComputeOperator(BaseOperator):
         outputs = self._push_outputs(context, result.outputs)
         metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
         return {"workdir": str(spec.workdir), "outputs": outputs, "metrics": metrics, "prov_task_id": rec.task_id}
+
+    # ---- remote backends (issue 7): where a deferred pod / Condor job resumes (TaskDeferred method_name)
+    def execute_remote_complete(self, context: Context, event: dict[str, Any], **state: Any) -> dict[str, Any]:
+        from skyops.operators.remote_step import remote_backend
+
+        self._backend = remote_backend(state["backend"])
+        return self._backend.complete(self, context, event, state)
+    # ---- end remote backends
 
     @staticmethod
     def _push_outputs(context: Context, files: list[dict[str, Any]]) -> dict[str, Any]:

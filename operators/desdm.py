@@ -12,13 +12,8 @@ from typing import Any, Sequence
 
 from airflow.sdk import BaseOperator, Context
 
-from skyops.archive import ArchiveDB
-from skyops.archive.queries import get_query
 from skyops.config import platform_config
-from skyops.fileio import md5sum
-from skyops.launch import recorded_task
 from skyops.operators.compute import safe_segment, task_key
-from skyops.provenance import ProvenanceStore
 
 
 class DesdmQueryOperator(BaseOperator):
@@ -38,12 +33,19 @@ class DesdmQueryOperator(BaseOperator):
                  unit: str = "{{ run_id }}", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.query = query
+        from skyops.archive.queries import get_query
+
         get_query(query)  # unknown query name: fails at parse time, naming it
         self.query_params = query_params or {}
         self.manifest_path = manifest_path
         self.unit = unit
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from skyops.archive import ArchiveDB
+        from skyops.fileio import md5sum
+        from skyops.launch import recorded_task
+        from skyops.provenance import ProvenanceStore
+
         cfg = platform_config()
         key = task_key(context)
         out = Path(self.manifest_path) if self.manifest_path else (

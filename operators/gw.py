@@ -43,7 +43,7 @@ def dag_params(cfg: GWNightlyConfig, *, night_required: bool = False, expnum: bo
                       items={"type": "integer", "minimum": 1, "maximum": 62}, description=desc["ccds"]),
         "rnum": Param(d.rnum, type="integer", minimum=1, description=desc["rnum"]),
         "pnum": Param(d.pnum, type="integer", minimum=1, description=desc["pnum"]),
-        "season": Param(d.season, type="string", description=desc["season"]),
+        "season": Param(d.season, type="string", pattern=r"^[A-Za-z0-9_-]{1,16}$", description=desc["season"]),
         "destination": Param(d.destination, type="string", enum=["scratch", "persistent"], description=desc["destination"]),
         "schema": Param(d.schema_, type="string", enum=["gw", "wsdiff"], description=desc["schema"]),
         "calibrate": Param(d.calibrate, type="boolean", description=desc["calibrate"]),
@@ -155,8 +155,8 @@ def collect_candidates(run: dict[str, Any], ti: Any = None) -> dict[str, Any] | 
     cands = [c for c in (_pull(ti, f"diff_{ccd_key(c)}", "gw_diff_candidates") for c in _planned(ti, "plan_diff")) if c]
     if not cands:
         return None
-    return {"candidates": cands, "night": run["night"], "schema": run["schema"], "band": run["band"],
-            "diffimg_version": run["diffimg_version"]}
+    return {"candidates": cands, "night": run["night"], "schema": run["schema"], "season": run["season"],
+            "band": run["band"], "diffimg_version": run["diffimg_version"]}
 
 
 def _compute(cfg: GWNightlyConfig, step: str, **kw: Any) -> ComputeOperator:

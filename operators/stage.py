@@ -14,11 +14,7 @@ from typing import Any, Sequence
 from airflow.sdk import BaseOperator, Context
 
 from skyops.config import platform_config
-from skyops.launch import recorded_task
 from skyops.operators.compute import safe_segment, task_key
-from skyops.provenance import ProvenanceStore
-from skyops.manifest import merge_manifests
-from skyops.staging import open_source, plan, stage
 
 
 class StageFilesOperator(BaseOperator):
@@ -45,6 +41,11 @@ class StageFilesOperator(BaseOperator):
         self.unit = unit
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from skyops.launch import recorded_task
+        from skyops.manifest import merge_manifests
+        from skyops.provenance import ProvenanceStore
+        from skyops.staging import open_source, plan, stage
+
         cfg = platform_config()
         key = task_key(context)
         dest = Path(self.dest) if self.dest else (

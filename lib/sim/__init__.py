@@ -88,23 +88,41 @@ Arrays are numpy ``(ny, nx)``.
 """
 from __future__ import annotations
 
-from skyops.sim.build import ArchiveSummary, create_archive
-from skyops.sim.ccd import BADPIX, Detector
-from skyops.sim.exposure import CCDProduct, ExposureScene, SimOptions, render_ccd
-from skyops.sim.exposure_spec import ExposureSpec
-from skyops.sim.focalplane import ALL_CCDS, BAD_CCDS, CCDNUM, DETPOS, GOOD_CCDS, FocalPlane
-from skyops.sim.kred import KredField, KredPlan
-from skyops.sim.presets import ALL_PARTS, PRESETS, Preset, get_preset
-from skyops.sim.products import WrittenFile
-from skyops.sim.refcat import band_mag
-from skyops.sim.survey import BuildResult, ExposureResult, NightResult, Survey, make_exposure, make_night
-from skyops.sim.tiles import Tile, TilePlan
-from skyops.sim.tilesurvey import TileSurvey
+import importlib
+from typing import Any
 
-__all__ = [
-    "create_archive", "ArchiveSummary", "Survey", "make_exposure", "make_night", "ExposureResult",
-    "NightResult", "BuildResult", "WrittenFile", "ExposureSpec", "ExposureScene", "SimOptions", "render_ccd",
-    "CCDProduct", "FocalPlane", "ALL_CCDS", "GOOD_CCDS", "BAD_CCDS", "CCDNUM", "DETPOS", "BADPIX", "Detector",
-    "PRESETS", "Preset", "get_preset", "band_mag", "ALL_PARTS", "TilePlan", "Tile", "TileSurvey", "KredPlan",
-    "KredField",
-]
+#: Public name -> the submodule defining it. Imported on first use (PEP 562), so that science
+#: code borrowing one constant (``from skyops.sim.ccd import BADPIX``) does not pay for GalSim
+#: and the whole survey builder in every task it runs.
+_EXPORTS: dict[str, str] = {
+    "create_archive": "build", "ArchiveSummary": "build",
+    "BADPIX": "ccd", "Detector": "ccd",
+    "CCDProduct": "exposure", "ExposureScene": "exposure", "SimOptions": "exposure", "render_ccd": "exposure",
+    "ExposureSpec": "exposure_spec",
+    "ALL_CCDS": "focalplane", "BAD_CCDS": "focalplane", "CCDNUM": "focalplane", "DETPOS": "focalplane",
+    "GOOD_CCDS": "focalplane", "FocalPlane": "focalplane",
+    "KredField": "kred", "KredPlan": "kred",
+    "ALL_PARTS": "presets", "PRESETS": "presets", "Preset": "presets", "get_preset": "presets",
+    "WrittenFile": "products",
+    "band_mag": "refcat",
+    "BuildResult": "survey", "ExposureResult": "survey", "NightResult": "survey", "Survey": "survey",
+    "make_exposure": "survey", "make_night": "survey",
+    "Tile": "tiles", "TilePlan": "tiles",
+    "TileSurvey": "tilesurvey",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'skyops.sim' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -73,13 +73,15 @@ def root_path(root: str | Path) -> Path:
 
 def create_archive(preset: str | Preset = "demo", seed: int = 42, config: Any = None, root: str | Path | None = None,
                    progress: Progress | None = None, *, workers: int = 1, register: bool = True,
-                   parts: str | Iterable[str] | None = None, **overrides: object) -> ArchiveSummary:
+                   parts: str | Iterable[str] | None = None, ccds: Iterable[int] | None = None,
+                   **overrides: object) -> ArchiveSummary:
     """Build the ``preset`` survey with ``seed`` under the archive root and register it.
 
     ``config`` is a :class:`~skyops.config.PlatformConfig` (default: the platform's); ``root``
     overrides its ``archive.root``. ``progress(stage, done, total)`` is called as CCDs are
     written. ``register=False`` writes files only. ``parts`` picks the survey parts (``gw``,
-    ``tiles``, ``kred``, or ``"all"``; default the preset's ``parts``). Extra keywords
+    ``tiles``, ``kred``, or ``"all"``; default the preset's ``parts``). ``ccds`` builds only those
+    CCDs of the GW survey's exposures (default all 62). Extra keywords
     override the preset (``noise=False``, ``ccd_shape=(64, 128)`` ...).
     """
     from skyops.config import platform_config
@@ -104,7 +106,7 @@ def create_archive(preset: str | Preset = "demo", seed: int = 42, config: Any = 
     try:
         if "gw" in want:
             t = time.perf_counter()
-            build = survey.build(base, workers=workers, progress=progress)
+            build = survey.build(base, workers=workers, progress=progress, ccds=ccds)
             part_times["build_gw"] = time.perf_counter() - t
         if "tiles" in want:
             from skyops.sim.tilesurvey import TileSurvey

@@ -329,11 +329,16 @@ class Survey:
     def refcat_name(self) -> str:
         return f"gaia_dr2_sim_{self.preset.name}_s{self.seed}"
 
-    def build(self, root: str | Path, *, workers: int = 1, progress: Progress | None = None) -> BuildResult:
-        """Catalogs, every night (calibrations + exposures) and the merged truth tables."""
+    def build(self, root: str | Path, *, workers: int = 1, progress: Progress | None = None,
+              ccds: Iterable[int] | None = None) -> BuildResult:
+        """Catalogs, every night (calibrations + exposures) and the merged truth tables.
+
+        ``ccds`` builds only those CCDs of every exposure (benchmarks at full size need a few
+        CCDs, not 62 x 5 exposures of 32 MB images).
+        """
         root = Path(root)
         cats = self.write_catalogs(root)
-        nights = [self.make_night(n, root, workers=workers, progress=progress) for n in self.nites]
+        nights = [self.make_night(n, root, ccds=ccds, workers=workers, progress=progress) for n in self.nites]
         exps = [e for n in nights for e in n.exposures]
         cards = self._truth_cards()
         truth = []

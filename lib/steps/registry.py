@@ -6,8 +6,12 @@ the registry builds a pydantic model from the signature so that ``skyops step ru
 the Airflow operator and a Condor job all validate parameters the same way, and a wrong
 one fails before any work starts with a message naming it.
 
-Steps live in the modules listed in :data:`STEP_MODULES` (imported on first lookup), so
-a pod or a Condor job needs nothing but the step's name.
+Steps live in campaign modules found through :data:`STEP_GROUPS` (imported on first lookup),
+so a pod or a Condor job needs nothing but the step's name. A group module may declare
+``STEP_INDEX`` (step name -> module) and ``STEP_MODULES`` (all its modules): then running one
+step imports only that step's module. Every step run pays its imports, thousands of times a
+night, and the GW group's science modules together cost seconds (SciPy's signal and spatial
+packages, astropy.wcs) where one step needs a fraction of them.
 """
 from __future__ import annotations
 
@@ -23,21 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from skyops.config import Resources
 from skyops.errors import StepParameterError, UnknownStepError
 
-#: Modules whose import registers steps. Campaigns append theirs here.
-STEP_MODULES: list[str] = [
-    "skyops.steps.builtin",
-    "skyops.campaigns.gw.steps",
-]
-
-#: Step-name prefix -> the module registering that group's steps, so that running one step
-#: imports only its own campaign (a task's start-up time is paid thousands of times a night).
-STEP_GROUPS: dict[str, str] = {
-    "health": "skyops.steps.builtin",
-    "selftest": "skyops.steps.builtin",
-    "gw": "skyops.campaigns.gw.steps",
-    "balrog": "skyops.campaigns.balrog.steps",
-    "magellanic": "skyops.campaigns.magellanic.steps",
-}
+from skyops.steps.groups import STEP_GROUPS, check_step_group  # noqa: F401  (re-exported)
 
 _REGISTRY: dict[str, "StepDef"] = {}
 _loaded = False
@@ -142,12 +132,30 @@ def step(
     return decorate
 
 
+def _module_name(group_module: Any, name: str) -> str:
+    """A module named in a group's index, absolute or relative to the group's package."""
+    return name if "." in name else f"{group_module.__package__}.{name}"
+
+
+def load_group(group: str, step_name: str | None = None) -> None:
+    """Import the modules registering ``group``'s steps: only ``step_name``'s when indexed."""
+    mod = importlib.import_module(STEP_GROUPS[group])
+    index: dict[str, str] = getattr(mod, "STEP_INDEX", {})
+    if step_name is not None and step_name in index:
+        importlib.import_module(_module_name(mod, index[step_name]))
+        return
+    for sub in getattr(mod, "STEP_MODULES", ()):
+        importlib.import_module(_module_name(mod, sub))
+
+
 def _load() -> None:
     global _loaded
     if _loaded:
         return
     extra = [m for m in os.environ.get("SKYOPS_STEP_MODULES", "").split(",") if m]
-    for mod in STEP_MODULES + extra:
+    for group in STEP_GROUPS:
+        load_group(group)
+    for mod in extra:
         importlib.import_module(mod)
     _loaded = True
 
@@ -155,7 +163,7 @@ def _load() -> None:
 def get_step(name: str) -> StepDef:
     """The step registered as ``name``, or UnknownStepError listing close names."""
     if name not in _REGISTRY and name.split(".")[0] in STEP_GROUPS:
-        importlib.import_module(STEP_GROUPS[name.split(".")[0]])
+        load_group(name.split(".")[0], name)
     if name not in _REGISTRY:
         _load()
     try:
@@ -165,20 +173,6 @@ def get_step(name: str) -> StepDef:
         near = sorted(n for n in _REGISTRY if n.startswith(group + "."))
         hint = f"; steps in '{group}': {', '.join(near)}" if near else "; run `skyops step list` to see all steps"
         raise UnknownStepError(f"no step named '{name}'{hint}") from None
-
-
-def check_step_group(name: str) -> None:
-    """Fail fast on a step name no module could register, without importing any step module.
-
-    DAG files call this at parse time: importing a campaign's science (GalSim, SciPy) there
-    would cost seconds per parse. The full lookup happens when the task runs.
-    """
-    group = name.split(".")[0]
-    if "." not in name or group not in STEP_GROUPS:
-        raise UnknownStepError(
-            f"no step named '{name}': step names are '<group>.<name>' with group one of "
-            f"{', '.join(sorted(STEP_GROUPS))}; run `skyops step list` to see all steps"
-        )
 
 
 def all_steps() -> list[StepDef]:

@@ -106,8 +106,8 @@ def test_gw_nightly_demo_night(run_dag, demo_archive, fast_retries, tmp_path):
 
     db = ArchiveDB.from_config()
     with db.connect() as c:
-        cands = c.execute(sa.text("SELECT expnum, ccdnum, ra, dec, mag, snr FROM gw_candidate WHERE nite = :n"),
-                          {"n": NIGHT}).all()
+        cands = c.execute(sa.text("SELECT expnum, ccdnum, ra, dec, mag, snr FROM gw_candidate "
+                                  "WHERE nite = :n AND season = :s"), {"n": NIGHT, "s": "dp60"}).all()
     db.dispose()
     inj = truth("transients.fits")
     inj = inj[np.isin(inj["ccdnum"], [28, 40]) & inj["in_bounds"] & (inj["snr_expected"] >= 10)]
@@ -129,6 +129,16 @@ def test_gw_nightly_demo_night(run_dag, demo_archive, fast_retries, tmp_path):
     files = store.run_files(dr.run_id, filetype="gw_diff_candidates")
     again = run_step("gw.ingest_candidates", {"candidates": files, "night": NIGHT}, tmp_path / "reingest")
     assert again.ok and again.metrics["night_total"] == len(cands)
+    # ... and the same files under another season (-S) sit beside them, not over them.
+    other = run_step("gw.ingest_candidates", {"candidates": files, "night": NIGHT, "season": "dp61"},
+                     tmp_path / "season")
+    assert other.ok and other.metrics["night_total"] == len(cands)
+    db = ArchiveDB.from_config()
+    with db.connect() as c:
+        per_season = dict(c.execute(sa.text("SELECT season, count(*) FROM gw_candidate WHERE nite = :n "
+                                            "GROUP BY season"), {"n": NIGHT}).all())
+    db.dispose()
+    assert per_season == {"dp60": len(cands), "dp61": len(cands)}
 
 
 def test_gw_exposure_retry_of_one_ccd_is_in_provenance(run_dag, demo_archive, fast_retries):

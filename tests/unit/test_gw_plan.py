@@ -62,3 +62,6 @@ def test_param_errors_name_the_flag():
     with pytest.raises(GWParamError) as e:
         validate({"night": "20170817", "schema": "des"})
     assert str(e.value) == "param 'schema' (-m): 'des' is not one of gw, wsdiff"
+    with pytest.raises(GWParamError, match=r"param 'season' \(-S\): 'dp 60' is not a season label"):
+        validate({"night": "20170817", "season": "dp 60"})
+    assert validate({"night": "20170817", "season": "dp61"}).season == "dp61"

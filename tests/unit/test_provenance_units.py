@@ -142,3 +142,25 @@ def test_from_config_defaults_to_the_platform_config(skyops_home) -> None:
     with ProvenanceStore.from_config() as store:
         assert store.dialect == "sqlite"
         assert store.url.startswith("sqlite:///") and store.url.endswith("/provenance.sqlite")
+
+
+def test_revision_bookkeeping_without_alembic_agrees_with_alembic(tmp_path) -> None:
+    """The light revision reader (no Alembic import per task) gives Alembic's own answers."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from skyops.provenance import ProvenanceStore
+    from skyops.provenance.migrate import VERSION_TABLE, alembic_config, current_revision, head_revision, is_known
+
+    script = ScriptDirectory.from_config(alembic_config())
+    assert head_revision() == script.get_current_head()
+    assert all(is_known(r.revision) for r in script.walk_revisions())
+    assert not is_known("9999")
+    store = ProvenanceStore(f"sqlite:///{tmp_path / 'p.db'}")
+    with store.engine.connect() as conn:
+        assert current_revision(conn) is None
+    store.migrate()
+    with store.engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        assert current_revision(conn) == ctx.get_current_revision() == head_revision()
+    store.close()

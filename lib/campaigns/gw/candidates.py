@@ -248,7 +248,7 @@ def psfex_psf(path: str | Path, x: float, y: float, half: int, kernel: np.ndarra
                          "pass the PSFEx .psf file of the search CCD") from None
     img = np.asarray(img, dtype=np.float64)
     if kernel is not None:
-        from scipy.signal import fftconvolve
+        from skyops.imaging.fftconv import fftconvolve
 
         img = fftconvolve(img, kernel / norm, mode="same")
     return PSFStamp(img / img.sum(), fwhm_halfmax(img), "psfex")

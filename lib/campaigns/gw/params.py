@@ -20,6 +20,7 @@ ALL_CCDS = tuple(range(1, 63))
 DEAD_CCDS = (2, 61)
 DEFAULT_CCDS = tuple(c for c in ALL_CCDS if c not in DEAD_CCDS)
 _NIGHT = re.compile(r"^(19|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])$")
+_SEASON = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 
 
 class GWParamError(InputError):
@@ -34,7 +35,7 @@ FLAGS: dict[str, tuple[str, str]] = {
     "ccds": ("-c", "CCDs, e.g. [1, 3, 5] or '1,3-60,62' (default 1, 3-60, 62)"),
     "rnum": ("-r", "RNUM (request number) of this processing"),
     "pnum": ("-p", "PNUM (attempt number) of this processing"),
-    "season": ("-S", "season number, e.g. dp60 (diffimg's -p)"),
+    "season": ("-S", "season label, e.g. dp60 (diffimg's -p): candidates are kept per season"),
     "destination": ("-d", "destination cache: scratch or persistent"),
     "schema": ("-m", "schema: gw or wsdiff (candidate table prefix)"),
     "calibrate": ("-C", "run BLISS photometric calibration (images outside the DES footprint)"),
@@ -131,6 +132,11 @@ def validate(raw: dict[str, Any]) -> GWRunParams:
         raise GWParamError(f"param 'expnums' (-E): exposure numbers are positive, got {list(expnums)}")
     values = {k: v for k, v in raw.items() if k in known}
     values.update(night=night, band=band, expnums=expnums, ccds=parse_ccds(raw.get("ccds")))
+    season = str(raw.get("season", GWRunParams.season))
+    if not _SEASON.match(season):
+        raise GWParamError(f"param 'season' (-S): {season!r} is not a season label (1-16 letters, digits, "
+                           "'_' or '-', e.g. dp60)")
+    values["season"] = season
     for name in ("rnum", "pnum"):
         if name in values:
             try:

@@ -14,8 +14,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
-import fitsio
-
 from skyops.campaigns.gw.params import DEAD_CCDS, DEFAULT_CCDS, GWRunParams
 from skyops.errors import InputError
 from skyops.manifest import Manifest
@@ -71,6 +69,8 @@ def read_zeropoints(path: str | Path | None) -> dict[int, float]:
     """CCD -> mag_zero from a ``gw.calibrate`` zeropoint table (good rows only)."""
     if not path:
         return {}
+    import fitsio  # here, not at the top: DAG files import this module at parse time
+
     tab = fitsio.read(str(path), ext=1)
     names = tab.dtype.names
     good = tab["flag"] == 0 if "flag" in names else [True] * len(tab)

@@ -40,9 +40,9 @@ import numpy as np
 import scipy.fft
 import scipy.linalg
 from scipy import ndimage
-from scipy.signal import fftconvolve
 
 from skyops.errors import ProcessingError
+from skyops.imaging.fftconv import fftconvolve
 
 log = logging.getLogger(__name__)
 

@@ -1,19 +1,20 @@
-"""Importing this module registers the GW campaign's steps (it is listed in ``STEP_MODULES``).
+"""The GW campaign's step index (its group module in ``STEP_GROUPS``).
 
-``gw.se_ccd`` (:mod:`.se`) and ``gw.calibrate`` (:mod:`.calibrate`) always; the difference-imaging
-module (:mod:`.diffimg`, written separately) when it is installed. A module that exists but
-fails to import is an error, never skipped.
+Nothing is imported here: the registry imports only the module of the step being run
+(``gw.se_ccd`` needs neither SciPy's signal package nor the diffimg stack), or all of them
+for a listing. ``tests/unit/test_step_index.py`` checks that the index names every step the
+modules register.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
+#: The campaign's step modules, relative to this package, in pipeline order.
+STEP_MODULES: tuple[str, ...] = ("se", "calibrate", "diffimg", "ingest", "summary")
 
-#: The campaign's step modules, relative to this package.
-GW_STEP_MODULES: tuple[str, ...] = ("se", "calibrate", "diffimg", "ingest", "summary")
-
-for _name in GW_STEP_MODULES:
-    _mod = f"{__package__}.{_name}"
-    if importlib.util.find_spec(_mod) is not None:
-        importlib.import_module(_mod)
-import skyops.campaigns.gw.diffimg  # noqa: F401
+#: Step name -> the module that registers it.
+STEP_INDEX: dict[str, str] = {
+    "gw.se_ccd": "se",
+    "gw.calibrate": "calibrate",
+    "gw.diffimg_ccd": "diffimg",
+    "gw.ingest_candidates": "ingest",
+    "gw.night_summary": "summary",
+}

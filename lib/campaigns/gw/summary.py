@@ -92,7 +92,8 @@ def _plots(outdir: Path, zps: np.ndarray | None, se: list[dict], eff: dict | Non
 
 @step("gw.night_summary", resources={"cpu": 1, "memory_mb": 1024}, outputs=["gw_night_summary"])
 def night_summary(ctx: StepContext, *, night: str, run_id: str, zeropoints: list[str] = [],
-                  candidates: list[str] = [], truth: str | None = None, band: str = "i") -> dict:
+                  candidates: list[str] = [], truth: str | None = None, band: str = "i",
+                  season: str | None = None) -> dict:
     """Write the night's Markdown report and plots (zeropoints, astrometry, candidates, efficiency)."""
     zp_files = [str(ctx.use(p, "bliss_zeropoint")) for p in zeropoints if p]
     cand_files = [str(ctx.use(p, "gw_diff_candidates")) for p in candidates if p]
@@ -121,7 +122,7 @@ def night_summary(ctx: StepContext, *, night: str, run_id: str, zeropoints: list
         eff = efficiency(t, cands, np.arange(17.0, 25.01, 1.0))
     n_exp = len({m["expnum"] for m in se})
     rms = np.array([m["astrom_rms_arcsec"] for m in se if m.get("astrom_rms_arcsec") is not None])
-    lines = [f"# GW night {night}", "",
+    lines = [f"# GW night {night}" + (f" (season {season})" if season else ""), "",
              f"- exposures processed: **{n_exp}**, CCDs: **{len(se)}**",
              f"- astrometric rms: median **{np.median(rms):.3f}\"**, max {rms.max():.3f}\"" if len(rms) else
              "- astrometric rms: no SE results",
