@@ -112,19 +112,58 @@ class LocalExecutorConfig(SkyopsModel):
 
 
 class KubernetesExecutorConfig(SkyopsModel):
+    """Where and how a step's pod runs (see :mod:`skyops.executors.kubernetes`)."""
+
     image: str = "skyops-compute:0.1.0"
     namespace: str = "skyops"
     workspace_pvc: str = "skyops-workspace"
     archive_pvc: str = "skyops-archive"
     secret_name: str = "skyops-credentials"
     service_account: str | None = None
+    # --- issue 7: pod details (all optional; the defaults suit the Helm values in docker/helm) ---
+    #: Airflow connection of the cluster (None: in-cluster or the worker's kube config).
+    conn_id: str | None = "kubernetes_default"
+    in_cluster: bool | None = None
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    #: Where the workspace PVC is mounted in the pod; default: the common parent of the
+    #: workspace folders, so a workdir has the same absolute path on workers and in pods.
+    workspace_mount: str | None = None
+    #: Where the archive PVC is mounted read-only; default: the ``file://`` archive root.
+    archive_mount: str | None = None
+    #: Environment variable -> key in ``secret_name``: database URLs and DESDM credentials
+    #: reach the pod as secretKeyRef, never as values in the pod spec.
+    secret_env: dict[str, str] = {"SKYOPS_PROVENANCE_URL": "provenance-url", "SKYOPS_ARCHIVE_URL": "archive-url"}
+    #: A ConfigMap holding skyops.yaml and the campaign configs, mounted as SKYOPS_CONFIG_DIR
+    #: (default: the configs baked into the image).
+    config_map: str | None = None
+    run_as_user: int = Field(1000, ge=0)
+    node_selector: dict[str, str] = {}
+    startup_timeout_seconds: int = Field(600, gt=0)
+    poll_interval_seconds: float = Field(10.0, gt=0)
+    on_finish_action: Literal["delete_pod", "delete_succeeded_pod", "keep_pod"] = "delete_succeeded_pod"
 
 
 class HTCondorExecutorConfig(SkyopsModel):
+    """How a step becomes an HTCondor job (see :mod:`skyops.executors.htcondor`)."""
+
     universe: Literal["vanilla", "container"] = "vanilla"
     image: str | None = None
     schedd: str | None = None
     max_retries: int = Field(2, ge=0)
+    # --- issue 7: job details (all optional) ---
+    #: Collector to locate ``schedd`` through (None: the pool's configured collector).
+    collector: str | None = None
+    #: The ``skyops`` program on the execute nodes (vanilla universe, shared filesystem; the
+    #: container universe runs the image's /usr/local/bin/skyops).
+    program: str = "skyops"
+    #: Hold (rather than retry) a job killed by a signal: out of memory, preempted by an admin.
+    hold_on_signal: bool = True
+    #: A ClassAd expression releasing held jobs (``periodic_release``); None: holds are final.
+    periodic_release: str | None = None
+    #: How long a held job may wait for ``periodic_release`` before the task fails.
+    hold_grace_seconds: float = Field(600.0, ge=0)
+    poll_interval_seconds: float = Field(15.0, gt=0)
+    accounting_group: str | None = None
 
 
 class ExecutorsConfig(SkyopsModel):
@@ -155,6 +194,9 @@ class StepSettings(SkyopsModel):
     executor: Literal["local", "kubernetes", "htcondor"] | None = None
     resources: Resources | None = None
     retries: int | None = Field(None, ge=0)
+    #: An Airflow pool to run the step's tasks in: caps how many run at once across every run
+    #: (say, archive-heavy steps during a backfill). The pool must exist in Airflow.
+    pool: str | None = None
 
 
 class CampaignConfig(SkyopsModel):

@@ -7,7 +7,12 @@ free 127.0.0.1 port that also serves the execution API, the repo's ``dags/`` as 
 bundle, the simple auth manager with one admin whose password it writes), runs
 ``airflow db migrate``, starts ``api-server``, ``scheduler``, ``dag-processor`` (and
 ``triggerer`` on request) with their output in ``$SKYOPS_HOME/airflow/logs/stack/``, and
-waits until ``/api/v2/monitor/health`` says they are up. :meth:`~AirflowStack.trigger` and
+waits until ``/api/v2/monitor/health`` says they are up.
+
+``executor="CeleryExecutor"`` runs tasks the production way instead: Redis as the Celery broker,
+the metadata database as the result backend, and ``airflow celery worker`` processes that
+consume a queue of this stack's own (so that two stacks sharing one Redis never take each
+other's tasks); the worker counts as up when Celery logs that it is ready. :meth:`~AirflowStack.trigger` and
 :meth:`~AirflowStack.wait` speak REST API v2 with a bearer token. On exit every process it
 started is stopped by its process group id (SIGTERM, then SIGKILL): nothing is left behind.
 
@@ -51,6 +56,10 @@ COMPONENTS = ("api-server", "scheduler", "dag-processor")
 #: Health-report keys that must be "healthy" before the stack counts as up, per component.
 HEALTH_KEYS = {"api-server": "metadatabase", "scheduler": "scheduler", "dag-processor": "dag_processor",
                "triggerer": "triggerer"}
+EXECUTORS = ("LocalExecutor", "CeleryExecutor")
+REDIS_URL = os.environ.get("SKYOPS_TEST_REDIS", "redis://127.0.0.1:6379/0")
+#: What a Celery worker logs once it consumes its queue.
+CELERY_READY = b" ready."
 TERMINAL_STATES = ("success", "failed")
 
 
@@ -86,8 +95,11 @@ class AirflowStack:
 
     :param home: the SKYOPS_HOME the stack (and the tasks it runs) work in.
     :param metadata_url: SQLAlchemy URL of Airflow's metadata DB (PostgreSQL).
-    :param parallelism: LocalExecutor slots (``[core] parallelism``).
+    :param parallelism: task slots: LocalExecutor workers, or each Celery worker's concurrency.
     :param triggerer: also start ``airflow triggerer`` (deferrable operators).
+    :param executor: ``LocalExecutor`` (default) or ``CeleryExecutor``.
+    :param celery_workers: Celery worker processes to start (CeleryExecutor only).
+    :param broker_url: the Celery broker (default: the local Redis).
     :param extra_env: more environment for every process (overrides the defaults).
     :param dags_folder: the DAG bundle's folder (default: the repo's ``dags/``).
     :param start_timeout: seconds to wait for migration and for health, each.
@@ -95,11 +107,18 @@ class AirflowStack:
 
     def __init__(self, home: str | os.PathLike[str], metadata_url: str, *, parallelism: int = 2,
                  triggerer: bool = False, extra_env: dict[str, str] | None = None,
-                 dags_folder: str | os.PathLike[str] | None = None, start_timeout: float = 240.0) -> None:
+                 dags_folder: str | os.PathLike[str] | None = None, start_timeout: float = 240.0,
+                 executor: str = "LocalExecutor", celery_workers: int = 1, broker_url: str = REDIS_URL) -> None:
+        if executor not in EXECUTORS:
+            raise StackError(f"executor {executor!r} is not one of {', '.join(EXECUTORS)}")
         self.home = Path(home).resolve()
         self.metadata_url = metadata_url
         self.parallelism = parallelism
-        self.components = COMPONENTS + (("triggerer",) if triggerer else ())
+        self.executor = executor
+        self.broker_url = broker_url
+        self.queue = f"skyops_{uuid.uuid4().hex[:8]}"
+        workers = tuple(f"celery-worker-{i}" for i in range(celery_workers)) if executor == "CeleryExecutor" else ()
+        self.components = COMPONENTS + (("triggerer",) if triggerer else ()) + workers
         self.dags_folder = Path(dags_folder or PROJECT_ROOT / "dags").resolve()
         self.extra_env = dict(extra_env or {})
         self.start_timeout = start_timeout
@@ -129,8 +148,9 @@ class AirflowStack:
         env.update({
             "SKYOPS_HOME": str(self.home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
+            "AIRFLOW__CORE__EXECUTOR": self.executor,
+            "AIRFLOW__CORE__PARALLELISM": str(max(self.parallelism, 32) if self.executor == "CeleryExecutor"
+                                              else self.parallelism),
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",  # only what trigger() unpauses runs
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
             "AIRFLOW__CORE__AUTH_MANAGER":
@@ -150,6 +170,14 @@ class AirflowStack:
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
         })
+        if self.executor == "CeleryExecutor":
+            env.update({
+                "AIRFLOW__CELERY__BROKER_URL": self.broker_url,
+                # results in the metadata database (Celery's SQLAlchemy backend: "db+" + the URL)
+                "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.metadata_url.replace("+psycopg2", ""),
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.parallelism),
+                "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.queue,
+            })
         env.update(self.extra_env)
         return env
 
@@ -177,11 +205,19 @@ class AirflowStack:
         if r.returncode != 0:
             raise StackError(f"skyops prov migrate failed (exit {r.returncode}); see {out}:\n{_tail(out)}")
 
+    def command(self, component: str) -> list[str]:
+        """The command line of a component (``celery-worker-N`` is ``airflow celery worker``)."""
+        if component.startswith("celery-worker"):
+            return self._airflow("celery", "worker", "--queues", self.queue, "--concurrency", str(self.parallelism),
+                                 "--celery-hostname", f"{component}@{self.queue}", "--without-mingle",
+                                 "--without-gossip")
+        return self._airflow(component)
+
     def start(self, component: str) -> subprocess.Popen:
         """Start ``airflow <component>`` in a session of its own (so its children die with it)."""
         out = (self.log_dir / f"{component}.log").open("ab")
         self._log_files.append(out)
-        proc = subprocess.Popen(self._airflow(component), env=self.env, stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(self.command(component), env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(self.home))
         self.procs[component] = proc
         log.info("started airflow %s (pid %d), log %s", component, proc.pid, out.name)
@@ -229,11 +265,23 @@ class AirflowStack:
         while time.monotonic() < deadline:
             self.check_alive()
             h = self.health()
-            if h and all((h.get(HEALTH_KEYS[c]) or {}).get("status") == "healthy" for c in self.components):
+            if h and all((h.get(HEALTH_KEYS[c]) or {}).get("status") == "healthy"
+                         for c in self.components if c in HEALTH_KEYS) and self._workers_ready():
                 return h
             time.sleep(1.0)
         raise StackError(f"the Airflow stack at {self.base_url} was not healthy after {timeout:.0f} s: {h}; "
                          f"logs in {self.log_dir}")
+
+    def _workers_ready(self) -> bool:
+        """Every Celery worker has logged that it is ready (they are not in the health report)."""
+        for c in self.components:
+            if c.startswith("celery-worker"):
+                try:
+                    if CELERY_READY not in (self.log_dir / f"{c}.log").read_bytes():
+                        return False
+                except OSError:
+                    return False
+        return True
 
     # ------------------------------------------------------------------ REST API v2
     def token(self) -> str:
@@ -312,6 +360,28 @@ class AirflowStack:
             out += page["task_instances"]
             if not page["task_instances"] or len(out) >= page["total_entries"]:
                 return out
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
+        """One XCom value of a task instance, decoded."""
+        path = (f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/"
+                f"{urllib.parse.quote(task_id, safe='')}/xcomEntries/{urllib.parse.quote(key, safe='')}")
+        return self.api("GET", path, map_index=map_index, deserialize="true")["value"]
+
+    def clear(self, dag_id: str, run_id: str, task_ids: list[str], *, downstream: bool = True,
+              only_failed: bool = False) -> list[dict[str, Any]]:
+        """Clear task instances of one run, as an operator does from the UI; returns what was cleared."""
+        body = {"dry_run": False, "dag_run_id": run_id, "task_ids": task_ids, "include_downstream": downstream,
+                "include_upstream": False, "only_failed": only_failed, "reset_dag_runs": True}
+        return self.api("POST", f"/dags/{dag_id}/clearTaskInstances", body)["task_instances"]
+
+    def set_pool(self, name: str, slots: int) -> dict[str, Any]:
+        """Create the pool ``name`` or change its slots."""
+        try:
+            return self.api("PATCH", f"/pools/{urllib.parse.quote(name, safe='')}", {"name": name, "slots": slots})
+        except StackError as e:
+            if "HTTP 404" not in str(e):
+                raise
+            return self.api("POST", "/pools", {"name": name, "slots": slots})
 
     # ------------------------------------------------------------------ tear-down
     def stop(self, grace: float = 20.0) -> None:

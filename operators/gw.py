@@ -165,7 +165,8 @@ def _compute(cfg: GWNightlyConfig, step: str, **kw: Any) -> ComputeOperator:
         step=step, backend=s.executor or cfg.executor,
         resources=s.resources.model_dump() if s.resources else None,
         unit="{{ " + P + "['night'] }}", destination="{{ " + P + "['destination'] }}",
-        campaign=cfg.campaign, **({"retries": s.retries} if s.retries is not None else {}), **kw)
+        campaign=cfg.campaign, **({"retries": s.retries} if s.retries is not None else {}),
+        **({"pool": s.pool} if s.pool else {}), **kw)
 
 
 def exposure_group(cfg: GWNightlyConfig, run: Any):

@@ -24,6 +24,7 @@ GROUPS = {
     "archive": "query and build the DESDM-compatible archive database",
     "stage": "copy a manifest's files from the archive into a folder, verified",
     "sim": "build the synthetic DECam survey (skyops.sim)",
+    "condor": "HTCondor: write DAGMan files for sites that run DAGMan directly",
 }
 
 
