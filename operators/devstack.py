@@ -37,7 +37,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from skyops import airflow_env
+from skyops.airflow_api import AirflowAPI, AirflowAPIError
 from skyops.config import PROJECT_ROOT
 from skyops.errors import SkyopsError
 
@@ -126,8 +126,7 @@ class AirflowStack:
         self.password = secrets.token_urlsafe(16)
         self.procs: dict[str, subprocess.Popen] = {}
         self._log_files: list[Any] = []
-        self._token: str | None = None
-        self._token_time = 0.0
+        self._client: AirflowAPI | None = None
         self.env: dict[str, str] = {}
 
     # ------------------------------------------------------------------ set-up
@@ -168,6 +167,9 @@ class AirflowStack:
                 {"name": "dags-folder", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
                  "kwargs": {"path": str(self.dags_folder)}}]),
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            # the worker's and triggerer's log servers: free ports, so that stacks can run side by side
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "PYTHONUNBUFFERED": "1",
         })
         if self.executor == "CeleryExecutor":
@@ -284,32 +286,19 @@ class AirflowStack:
         return True
 
     # ------------------------------------------------------------------ REST API v2
-    def token(self) -> str:
-        """A bearer token for the admin user (renewed every 30 minutes)."""
-        if self._token is None or time.monotonic() - self._token_time > 1800:
-            body = json.dumps({"username": "admin", "password": self.password}).encode()
-            req = urllib.request.Request(f"{self.base_url}/auth/token", data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=30) as r:
-                self._token = json.load(r)["access_token"]
-            self._token_time = time.monotonic()
-        return self._token
+    @property
+    def client(self) -> AirflowAPI:
+        """The REST client of this stack (admin user)."""
+        if self._client is None:
+            self._client = AirflowAPI(self.base_url, "admin", self.password)
+        return self._client
 
     def api(self, method: str, path: str, body: Any = None, **query: Any) -> Any:
         """Call ``/api/v2<path>``; returns the decoded JSON (raises StackError with the server's detail)."""
-        url = f"{self.base_url}/api/v2{path}"
-        if query:
-            url += "?" + urllib.parse.urlencode(query, doseq=True)
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(url, data=data, method=method, headers={
-            "Authorization": f"Bearer {self.token()}", "Content-Type": "application/json",
-            "Accept": "application/json"})
         try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                raw = r.read()
-        except urllib.error.HTTPError as e:
-            raise StackError(f"{method} {path}: HTTP {e.code}: {e.read().decode(errors='replace')[:500]}") from None
-        return json.loads(raw) if raw else None
+            return self.client.api(method, path, body, **query)
+        except AirflowAPIError as e:
+            raise StackError(str(e)) from None
 
     def wait_dag(self, dag_id: str, timeout: float = 180.0) -> dict[str, Any]:
         """Block until the dag-processor has serialised ``dag_id``; unpause it; return the DAG."""
@@ -377,11 +366,12 @@ class AirflowStack:
     def set_pool(self, name: str, slots: int) -> dict[str, Any]:
         """Create the pool ``name`` or change its slots."""
         try:
-            return self.api("PATCH", f"/pools/{urllib.parse.quote(name, safe='')}", {"name": name, "slots": slots})
+            return self.api("PATCH", f"/pools/{urllib.parse.quote(name, safe='')}",
+                            {"name": name, "slots": slots, "include_deferred": False})
         except StackError as e:
             if "HTTP 404" not in str(e):
                 raise
-            return self.api("POST", "/pools", {"name": name, "slots": slots})
+            return self.api("POST", "/pools", {"name": name, "slots": slots, "include_deferred": False})
 
     # ------------------------------------------------------------------ tear-down
     def stop(self, grace: float = 20.0) -> None:

@@ -86,3 +86,22 @@ def on_dag_run_running(dag_run: Any, msg: str) -> None:
             _store().record_clears([_key(ti) for ti in cleared])
     except Exception:  # noqa: BLE001
         log.exception("skyops provenance listener could not record clears for %s", getattr(dag_run, "run_id", "?"))
+
+
+def _finish(dag_run: Any, status: str) -> None:
+    try:
+        _store().finish_run(dag_run.dag_id, dag_run.run_id, status)
+    except Exception:  # noqa: BLE001
+        log.exception("skyops provenance listener could not finish run %s", getattr(dag_run, "run_id", "?"))
+
+
+@hookimpl
+def on_dag_run_success(dag_run: Any, msg: str) -> None:
+    """The run ended well: its attempts (one per unit: tile, night, field) are ``success``."""
+    _finish(dag_run, "success")
+
+
+@hookimpl
+def on_dag_run_failed(dag_run: Any, msg: str) -> None:
+    """The run ended with a failed task: its attempts are ``failed`` (a clear re-opens them)."""
+    _finish(dag_run, "failed")

@@ -423,6 +423,29 @@ _register(NamedQuery(
 ))
 
 
+def _tiles_in_box(t: Tables, p: dict[str, Any]) -> sa.Select:
+    g = t.coaddtile_geom
+    # RA ranges may wrap through 0 (ra_min > ra_max: 350 .. 10 deg)
+    ra = sa.case((_bp("ra_min") <= _bp("ra_max"),
+                  sa.and_(g.c.ra_cent >= _bp("ra_min"), g.c.ra_cent <= _bp("ra_max"))),
+                 else_=sa.or_(g.c.ra_cent >= _bp("ra_min"), g.c.ra_cent <= _bp("ra_max")))
+    return (sa.select(*[g.c[name] for name in _TILE_COLUMNS])
+            .where(ra, g.c.dec_cent >= _bp("dec_min"), g.c.dec_cent <= _bp("dec_max"))
+            .order_by(g.c.tilename))
+
+
+_register(NamedQuery(
+    name="tiles_in_box",
+    description="COADDTILE_GEOM rows of the tiles whose centre lies in an RA/Dec box (RA may wrap through 0).",
+    params=(Param("ra_min", "float", "RA lower bound, deg"), Param("ra_max", "float", "RA upper bound, deg"),
+            Param("dec_min", "float", "Dec lower bound, deg"), Param("dec_max", "float", "Dec upper bound, deg")),
+    build=_tiles_in_box,
+    columns=_TILE_COLUMNS,
+    files=False,
+    display=("tilename", "ra_cent", "dec_cent"),
+))
+
+
 def _coadd_files(t: Tables, p: dict[str, Any]) -> sa.Select:
     pt = t.proctag
     branches = []

@@ -25,6 +25,7 @@ GROUPS = {
     "stage": "copy a manifest's files from the archive into a folder, verified",
     "sim": "build the synthetic DECam survey (skyops.sim)",
     "condor": "HTCondor: write DAGMan files for sites that run DAGMan directly",
+    "campaign": "campaign status from provenance; submit a tile list through the Airflow API",
 }
 
 

@@ -170,7 +170,8 @@ class ProvenanceStore:
         """Record (or find) the attempt of ``unitname`` in DAG run ``run_id``; returns its id.
 
         A new attempt gets the next ``attnum`` of its (campaign, unit) and status
-        ``running``; recording it again only fills in ``reqnum``/``conf`` when given.
+        ``running``; recording it again fills in ``reqnum``/``conf`` when given and sets the
+        status back to ``running`` (a cleared task of a finished run re-opens it).
         """
         ins = self._insert(pfw_attempt)
         prev = pfw_attempt.alias("prev")
@@ -189,6 +190,8 @@ class ProvenanceStore:
                 set_={
                     "reqnum": sa.func.coalesce(ins.excluded.reqnum, pfw_attempt.c.reqnum),
                     "conf": sa.func.coalesce(ins.excluded.conf, pfw_attempt.c.conf),
+                    # a task of a finished run that was cleared re-opens the attempt
+                    "status": "running", "end_time": None,
                 },
             )
             .returning(pfw_attempt.c.id)
@@ -209,6 +212,43 @@ class ProvenanceStore:
                     f"pfw_attempt id {attempt_id} is not recorded in the provenance database at "
                     f"{self.redacted_url}; pass the id returned by attempt()"
                 )
+
+    def finish_run(self, dag_id: str, run_id: str, status: str) -> int:
+        """Set the final status of every attempt of DAG run (``dag_id``, ``run_id``); returns how many.
+
+        Called when a run ends (the plugin listener). The attempts are those its tasks recorded
+        (their campaign may differ from the DAG id: gw_exposure runs record under gw_nightly). A
+        cleared run that starts again puts its attempts back to ``running`` (:meth:`attempt` on
+        its next task), so a run's attempts always show its latest outcome.
+        """
+        of_run = sa.select(task.c.pfw_attempt_id).where(task.c.dag_id == dag_id, task.c.run_id == run_id,
+                                                         task.c.pfw_attempt_id.is_not(None))
+        stmt = (
+            sa.update(pfw_attempt)
+            .where(pfw_attempt.c.run_id == run_id, pfw_attempt.c.id.in_(of_run))
+            .values(status=state_text(status), end_time=now())
+        )
+        with self._write(f"finish the attempts of run {run_id}") as conn:
+            return int(conn.execute(stmt).rowcount or 0)
+
+    def unit_status(self, campaign: str, units: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Each unit's latest attempt in ``campaign``: status, attnum, run id, start and end.
+
+        ``units`` limits the answer (units never attempted are absent).
+        """
+        a = pfw_attempt
+        latest = (sa.select(a.c.unitname, sa.func.max(a.c.attnum).label("attnum"))
+                  .where(a.c.campaign == campaign).group_by(a.c.unitname))
+        if units is not None:
+            latest = latest.where(a.c.unitname.in_(sa.bindparam("units", expanding=True)))
+        latest = latest.subquery()
+        q = sa.select(a.c.unitname, a.c.attnum, a.c.status, a.c.run_id, a.c.start_time, a.c.end_time).join(
+            latest, sa.and_(a.c.unitname == latest.c.unitname, a.c.attnum == latest.c.attnum)
+        ).where(a.c.campaign == campaign)
+        with self._read(f"unit status of {campaign}") as conn:
+            rows = conn.execute(q, {"units": list(units)} if units is not None else {}).all()
+        return {r.unitname: {"status": r.status, "attnum": r.attnum, "run_id": r.run_id,
+                             "start_time": r.start_time, "end_time": r.end_time} for r in rows}
 
     # -- tasks ----------------------------------------------------------------------
 

@@ -47,3 +47,13 @@ def run_dag(airflow_db):
 
 DAGS = PROJECT_ROOT / "dags"
 TEST_DAGS = PROJECT_ROOT / "tests" / "dags"
+
+
+@pytest.fixture(scope="session")
+def tiles_archive(airflow_db):
+    """The demo DES tiles (DES0239+0216 and DES0000+0209: g r i z, two epochs, real SExtractor and
+    PSFEx products) added to this session's archive."""
+    from skyops.config import platform_config
+    from skyops.sim import create_archive
+
+    return create_archive(preset="demo", seed=42, config=platform_config(), parts=("tiles",))

@@ -298,3 +298,23 @@ def test_parallel_writers_share_inputs_without_duplicates(store: ProvenanceStore
     counts = store.status()["counts"]
     assert (counts["desfile"], counts["task"], counts["opm_used"], counts["pfw_attempt"]) == (70, 20, 1000, 5)
     assert counts["opm_was_derived_from"] == 1000
+
+
+def test_run_end_finishes_its_attempts_and_a_clear_reopens_them(store: ProvenanceStore) -> None:
+    """finish_run (the listener's DAG-run end hook) and unit_status (campaign status)."""
+    a1 = store.attempt("balrog_tile", "run1", "DES0239+0216")
+    store.task_started(TaskKey("balrog_tile", "run1", "coadd", -1, 1), name="balrog.coadd", attempt_id=a1)
+    a2 = store.attempt("balrog_tile", "run2", "DES0239+0216")  # a second run of the same tile
+    store.task_started(TaskKey("balrog_tile", "run2", "coadd", -1, 1), name="balrog.coadd", attempt_id=a2)
+    other = store.attempt("balrog_tile", "run3", "DES0240+0001")
+    store.task_started(TaskKey("balrog_tile", "run3", "coadd", -1, 1), name="balrog.coadd", attempt_id=other)
+    assert store.finish_run("balrog_tile", "run1", "failed") == 1
+    assert store.finish_run("balrog_tile", "run2", "success") == 1
+    assert store.finish_run("other_dag", "run3", "success") == 0  # another DAG's run of that id: untouched
+    st = store.unit_status("balrog_tile")
+    assert st["DES0239+0216"]["status"] == "success" and st["DES0239+0216"]["attnum"] == 2
+    assert st["DES0240+0001"]["status"] == "running"
+    assert set(store.unit_status("balrog_tile", ["DES0240+0001", "DES9999+0000"])) == {"DES0240+0001"}
+    # clearing a task of run2 re-opens its attempt until the run ends again
+    assert store.attempt("balrog_tile", "run2", "DES0239+0216") == a2
+    assert store.unit_status("balrog_tile")["DES0239+0216"]["status"] == "running"

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from skyops.campaigns.balrog.layout import TileLayout
 from skyops.campaigns.balrog.params import Block, BalrogRunParams, blocks_skipped, describe_mode
 
 
@@ -112,3 +113,56 @@ def plan_tile(p: BalrogRunParams, meds_dir: str | None = None, extra: dict[str, 
             add(f"meds.r{r}.{b}", "meds_realization", 32, "balrog.meds", {"bands": [b], "realization": r},
                 [f"detect.r{r}"], band=b, realization=r)
     return plan
+
+
+#: The balrog_tile DAG's block tasks, by the (block, per-realization) of the units they run.
+TASK_OF_UNIT: dict[tuple[str, bool], str] = {
+    ("prep", False): "prep", ("coadd", False): "coadd_band", ("meds", False): "meds",
+    ("inject", True): "inject", ("coadd_realization", True): "coadd_band_r", ("meds_realization", True): "meds_r",
+}
+
+
+def measure_units(p: BalrogRunParams, meds_dir: str | None) -> list[dict[str, Any]]:
+    """``balrog.measure`` params per MEDS set the run writes (base: 4; each realization: 32)."""
+    if not p.measure:
+        return []
+    sets: list[tuple[str, int | None]] = []
+    if p.mode & 4:
+        sets.append(("base", None))
+    if p.mode & 32:
+        sets += [(f"r{r}", r) for r in p.realizations]
+    out = []
+    for label, r in sets:
+        lay = TileLayout.of(meds_dir, p.medsconf, p.tile, r)
+        out.append({"meds": [str(lay.meds(b)) for b in p.bands], "bands": list(p.bands), "measure": list(p.measure),
+                    "seed": 0 if r is None else 1000 + r, "ncpu": p.ncpu,
+                    "output": f"{p.tile}_{label}_balrog_measure.fits"})
+    return out
+
+
+def block_params(p: BalrogRunParams, meds_dir: str | None = None) -> dict[str, Any]:
+    """The step params of each task of the balrog_tile DAG (see :mod:`skyops.operators.balrog`).
+
+    Mapped tasks get a list (empty when the mode skips the block: the task shows as skipped);
+    ``prep`` and ``detect`` get their params or None. Units of the realization blocks go to
+    the ``*_r`` tasks; ``detect.r<n>`` and ``match.r<n>`` to ``detect_r`` / ``match_r``.
+    """
+    tp = plan_tile(p, meds_dir)
+    out: dict[str, Any] = {"prep": None, "detect": None, "coadd_band": [], "meds": [], "inject": [],
+                           "coadd_band_r": [], "detect_r": [], "match_r": [], "meds_r": []}
+    for u in tp.units:
+        if u.step == "balrog.detect":
+            if u.realization is None:
+                out["detect"] = u.params
+            else:
+                out["detect_r"].append(u.params)
+        elif u.step == "balrog.match":
+            out["match_r"].append(u.params)
+        else:
+            task = TASK_OF_UNIT[(u.block, u.realization is not None)]
+            if task in ("prep",):
+                out[task] = u.params
+            else:
+                out[task].append(u.params)
+    out["measure"] = measure_units(p, meds_dir)
+    return out
