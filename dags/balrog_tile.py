@@ -14,6 +14,7 @@ from airflow.sdk import DAG
 from skyops.campaigns.balrog.config import BalrogTileConfig
 from skyops.config import load_campaign_config
 from skyops.operators.balrog import dag_params, tile_tasks
+from skyops.operators.verdict import add_verdict
 
 cfg = load_campaign_config("balrog_tile", BalrogTileConfig)
 
@@ -30,3 +31,4 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
     tile_tasks(cfg)
+    add_verdict(dag)

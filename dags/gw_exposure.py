@@ -15,6 +15,7 @@ from airflow.sdk import DAG
 from skyops.campaigns.gw.config import GWNightlyConfig
 from skyops.config import load_campaign_config
 from skyops.operators.gw import dag_params, exposure_group, exposures_of, resolve_params
+from skyops.operators.verdict import add_verdict
 
 cfg = load_campaign_config("gw_nightly", GWNightlyConfig)
 
@@ -31,3 +32,4 @@ with DAG(
 ) as dag:
     run = resolve_params()
     exposure_group(cfg, run).expand(expnum=exposures_of(run))
+    add_verdict(dag)

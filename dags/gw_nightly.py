@@ -20,6 +20,7 @@ from skyops.config import load_campaign_config
 from skyops.operators.compute import ComputeOperator
 from skyops.operators.desdm import DesdmQueryOperator
 from skyops.operators.gw import GROUP, P, dag_params, exposure_group, resolve_params
+from skyops.operators.verdict import add_verdict
 
 cfg = load_campaign_config("gw_nightly", GWNightlyConfig)
 
@@ -94,3 +95,4 @@ with DAG(
     ComputeOperator(task_id="night_summary", step="gw.night_summary", step_params=summary_inputs,
                     unit="{{ " + P + "['night'] }}", destination="{{ " + P + "['destination'] }}",
                     campaign=cfg.campaign)
+    add_verdict(dag)  # a failed CCD fails the night's run, though its summary is still written
