@@ -1,15 +1,22 @@
-"""The step modules of the Balrog campaign's steps (listed in ``STEP_GROUPS``).
+"""The Balrog campaign's step index (its group module in ``STEP_GROUPS``).
 
-Each step lives in the module named for its concept; a module listed here that exists but fails
-to import is an error, never skipped.
+Nothing is imported here: the registry imports only the module of the step being run (a MEDS
+task needs neither GalSim's injection stack nor the fitters), or all of them for a listing.
+``tests/unit/test_step_index.py`` checks that the index names every step the modules register.
 """
 from __future__ import annotations
 
-import importlib.util
-
 #: The campaign's step modules, relative to this package, in pipeline order.
-PLANNED_MODULES: tuple[str, ...] = ("prep", "coadd", "meds", "inject", "measure", "match")
+STEP_MODULES: tuple[str, ...] = ("prep", "coadd", "meds", "inject", "measure", "match")
 
-#: The modules written so far (the campaign is being built: the registry imports these).
-STEP_MODULES: tuple[str, ...] = tuple(
-    m for m in PLANNED_MODULES if importlib.util.find_spec(f"{__package__}.{m}") is not None)
+#: Step name -> the module that registers it.
+STEP_INDEX: dict[str, str] = {
+    "balrog.prep": "prep",
+    "balrog.coadd_band": "coadd",
+    "balrog.detect": "coadd",
+    "balrog.coadd": "coadd",
+    "balrog.meds": "meds",
+    "balrog.inject": "inject",
+    "balrog.measure": "measure",
+    "balrog.match": "match",
+}
