@@ -102,9 +102,32 @@ def _planned(ti: Any, plan_task: str) -> list[int]:
     return [c for c in TASK_CCDS if _pull(ti, plan_task, ccd_key(c))]
 
 
-@task(multiple_outputs=True)
-def plan_se(expnum: int, run: dict[str, Any], raw: dict, cal: dict, ref: dict, staged: dict) -> dict[str, Any]:
-    """Per-CCD gw.se_ccd parameters (keys c01..c62; None = skip)."""
+def _push_and_skip(ti: Any, prefix: str, planned: dict[str, Any]) -> None:
+    """Push each CCD's params under its own key, and skip the CCD tasks that have no work.
+
+    The planner skips them itself (this exposure's instances only), so that no task process
+    starts just to find it has nothing to do: a 2-CCD run of a 60-CCD exposure would otherwise
+    start 116 of them. (A branch operator cannot do this inside a mapped task group: Airflow
+    3.3 looks for its decision under the wrong map index and runs every CCD task.)
+    """
+    from airflow.sdk.exceptions import DownstreamTasksSkipped
+
+    for key, value in planned.items():
+        ti.xcom_push(key=key, value=value)
+    idle = [(f"{GROUP}.{prefix}_{key}", ti.map_index) for key, value in planned.items()
+            if key.startswith("c") and not value]
+    if idle:
+        raise DownstreamTasksSkipped(tasks=idle)
+
+
+@task(task_id="plan_se")
+def plan_se(expnum: int, run: dict[str, Any], raw: dict, cal: dict, ref: dict, staged: dict,
+            ti: Any = None) -> None:
+    """Per-CCD gw.se_ccd parameters (XCom keys c01..c62); CCDs without work are skipped."""
+    _push_and_skip(ti, "se", _plan_se(expnum, run, raw, cal, ref, staged))
+
+
+def _plan_se(expnum: int, run: dict[str, Any], raw: dict, cal: dict, ref: dict, staged: dict) -> dict[str, Any]:
     from skyops.campaigns.gw.params import validate
     from skyops.campaigns.gw.plan import se_inputs
     from skyops.manifest import Manifest
@@ -137,9 +160,13 @@ def collect_catalogs(run: dict[str, Any], ref: dict, staged: dict, ti: Any = Non
     return {"catalogs": cats, "refcat": refcat, "band": run["band"]}
 
 
-@task(multiple_outputs=True, trigger_rule="none_failed")
-def plan_diff(expnum: int, run: dict[str, Any], tmpl: dict, staged: dict, ti: Any = None) -> dict[str, Any]:
-    """Per-CCD gw.diffimg_ccd parameters: SE outputs, templates and the CCD's zeropoint."""
+@task(task_id="plan_diff", trigger_rule="none_failed")
+def plan_diff(expnum: int, run: dict[str, Any], tmpl: dict, staged: dict, ti: Any = None) -> None:
+    """Per-CCD gw.diffimg_ccd parameters (XCom keys): SE outputs, templates and the CCD's zeropoint."""
+    _push_and_skip(ti, "diff", _plan_diff(expnum, run, tmpl, staged, ti))
+
+
+def _plan_diff(expnum: int, run: dict[str, Any], tmpl: dict, staged: dict, ti: Any) -> dict[str, Any]:
     from skyops.campaigns.gw.params import validate
     from skyops.campaigns.gw.plan import diff_inputs, read_zeropoints
     from skyops.manifest import Manifest

@@ -32,8 +32,15 @@ def _verdict(dag_run: Any = None) -> None:
 
 
 def add_verdict(dag: DAG) -> Any:
-    """Add the verdict task downstream of every task of ``dag`` (call last, inside the DAG)."""
-    others = [t for t in dag.tasks if t.task_id != TASK_ID]
+    """Add the verdict task downstream of every task of ``dag`` (call last, inside the DAG).
+
+    Except branch tasks: a branch skips its direct downstream tasks that it does not follow,
+    and would skip the verdict with them; a failed branch still reaches the verdict through the
+    tasks below it, which end ``upstream_failed``.
+    """
+    from airflow.sdk.bases.branch import BranchMixIn
+
+    others = [t for t in dag.tasks if t.task_id != TASK_ID and not isinstance(t, BranchMixIn)]
     verdict = _verdict()
     for t in others:
         t >> verdict

@@ -1,17 +1,30 @@
-"""The step modules of the Magellanic mosaic campaign's steps (listed in ``STEP_GROUPS``).
+"""The Magellanic mosaic campaign's step index (its group module in ``STEP_GROUPS``).
 
-Each kred stage is a module named for its concept; a module listed here that exists but fails to
-import is an error, never skipped.
+Nothing is imported here: the registry imports only the module of the step being run (MefSum
+needs neither SciPy's sparse solvers nor matplotlib), or all of them for a listing. Each kred
+stage is a module named for its concept; ``tests/unit/test_step_index.py`` checks that the index
+names every step the modules register.
 """
 from __future__ import annotations
 
-import importlib.util
-
 #: The campaign's step modules, relative to this package, in pipeline order.
-PLANNED_MODULES: tuple[str, ...] = (
-    "mefcheck", "mefsum", "mefprep", "tiles", "mosaic", "overlaps", "backstats", "backcalc", "backsub", "evaluate",
+STEP_MODULES: tuple[str, ...] = (
+    "mefcheck", "mefsum", "summary", "mefprep", "tiles", "mosaic", "overlaps", "backstats", "backcalc", "backsub",
+    "evaluate",
 )
 
-#: The modules written so far (the campaign is being built: the registry imports these).
-STEP_MODULES: tuple[str, ...] = tuple(
-    m for m in PLANNED_MODULES if importlib.util.find_spec(f"{__package__}.{m}") is not None)
+#: Step name -> the module that registers it (kred's program in the comment).
+STEP_INDEX: dict[str, str] = {
+    "magellanic.mef_check": "mefcheck",  # MefCheck.py
+    "magellanic.mef_sum": "mefsum",  # MefSum.py (per MEF)
+    "magellanic.mef_tables": "summary",  # MefSum.py / MefCheck.py (the field's tables)
+    "magellanic.mef_prep": "mefprep",  # MefPrep.py
+    "magellanic.setup_tile": "tiles",  # SetupTile.py
+    "magellanic.swarp_setup": "mosaic",  # SwarpSetup.py
+    "magellanic.swarp": "mosaic",  # Swarp.py
+    "magellanic.find_overlaps": "overlaps",  # FindOverlaps.py
+    "magellanic.back_stats": "backstats",  # BackPrep.py + BackStats.py
+    "magellanic.back_calc": "backcalc",  # BackCalc.py
+    "magellanic.back_sub": "backsub",  # BackSub.py
+    "magellanic.swarp_eval": "evaluate",  # SwarpEval.py
+}
