@@ -34,11 +34,11 @@ def states(dr) -> dict[str, list[str]]:
 @pytest.mark.slow
 def test_balrog_tile_all_blocks_then_campaign_skips_it(run_dag, tiles_archive):
     dr = run_dag(DAGS / "balrog_tile.py", run_conf={"tile": TILE, "realizations": 1, "measure": ["sof"],
-                                                      "bands": ["r", "i", "z"]})
+                                                      "bands": ["r", "i", "z"], "ncpu": 2})
     st = states(dr)
     assert dr.state == "success", st
     assert st["coadd_band"] == ["success"] * 3 and st["meds"] == ["success"] * 3
-    assert st["inject"] == ["success"] and st["meds_r"] == ["success"] * 3 and st["measure"] == ["success"] * 2
+    assert st["inject"] == ["success"] and st["meds_r"] == ["success"] * 3 and st["measure"] == ["success"]
     cfg = load_campaign_config("balrog_tile", BalrogTileConfig)
     base = TileLayout.of(cfg.meds_dir, "y3a1-v02", TILE)
     for lay in (base, base.for_realization(0)):

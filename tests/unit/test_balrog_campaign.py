@@ -58,8 +58,8 @@ def test_block_params_follow_the_mode_bits() -> None:
     assert [u["realization"] for u in b["match_r"]] == [0, 1]
     assert len(b["meds_r"]) == 4
     labels = [u["output"].split("_")[1] for u in b["measure"]]
-    assert labels == ["base", "r0", "r1"]
-    assert b["measure"][1]["meds"][0].startswith("/meds/y3a1-v02/balrog_images/0/y3a1-v02/DES0239+0216/")
+    assert labels == ["r0", "r1"]
+    assert b["measure"][0]["meds"][0].startswith("/meds/y3a1-v02/balrog_images/0/y3a1-v02/DES0239+0216/")
     only_inject = block_params(validate({"tile": "DES0239+0216", "mode": 8, "realizations": 1}), "/meds")
     assert only_inject["prep"] is None and only_inject["detect"] is None and only_inject["coadd_band"] == []
     assert len(only_inject["inject"]) == 1 and only_inject["measure"] == []

@@ -307,15 +307,22 @@ def match_realization(ctx: StepContext, base: TileLayout, realization: int, band
 @step("balrog.match", resources={"cpu": 1, "memory_mb": 2048}, outputs=["balrog_match", "balrog_match_summary"])
 def match(ctx: StepContext, *, tile: str, realization: int, medsconf: str = "y3a1-v02",
           meds_dir: str | None = None, match_radius: float = 0.5, depth_band: str = "i",
-          isolation_radius: float = 1.0) -> dict[str, Any]:
-    """Injected truth vs the realization's detections: completeness, flux bias, density, colours, plots."""
+          isolation_radius: float = 1.0, bands: list[str] | None = None) -> dict[str, Any]:
+    """Injected truth vs the realization's detections: completeness, flux bias, density, colours, plots.
+
+    ``bands``: the bands the run processed (default: the medsconf's).
+    """
     mc = load_medsconf(medsconf)
+    use = list(bands) if bands else list(mc.bands)
+    unknown = [b for b in use if b not in mc.bands]
+    if unknown:
+        raise InputError(f"param 'bands': {unknown} are not bands of medsconf {mc.medsconf} ({', '.join(mc.bands)})")
+    if depth_band not in use:
+        raise InputError(f"param 'depth_band': {depth_band!r} is not among the run's bands ({', '.join(use)}); "
+                         "give one of them")
     if match_radius <= 0:
         raise InputError(f"param 'match_radius': {match_radius} arcsec; expected > 0 (Balrog uses 0.5)")
-    if depth_band not in mc.bands:
-        raise InputError(f"param 'depth_band': {depth_band!r} is not a band of medsconf {mc.medsconf} "
-                         f"({', '.join(mc.bands)})")
     base = TileLayout.of(meds_dir, mc.medsconf, tile)
     if isolation_radius < 0:
         raise InputError(f"param 'isolation_radius': {isolation_radius} arcsec; expected >= 0")
-    return match_realization(ctx, base, realization, list(mc.bands), match_radius, depth_band, isolation_radius)
+    return match_realization(ctx, base, realization, use, match_radius, depth_band, isolation_radius)

@@ -200,6 +200,10 @@ class _Job:
     nband: int
 
 
+#: Seconds between progress lines of a measuring worker.
+PROGRESS_EVERY_S = 20.0
+
+
 def _measure_groups(job: _Job) -> tuple[np.ndarray, dict[str, float]]:
     """Measure some groups of objects; returns their catalog rows and timings (runs in a worker)."""
     data = TileData(job.paths, job.psf_ngauss, job.use_coadd)
@@ -209,7 +213,12 @@ def _measure_groups(job: _Job) -> tuple[np.ndarray, dict[str, float]]:
         rows = np.zeros(sum(len(g) for g in job.groups), dtype=catalog_dtype(job.nband, job.measure))
         times = {"read_psf": 0.0, "sof": 0.0, "mof": 0.0, "metacal": 0.0}
         k = 0
+        t_start = t_report = time.perf_counter()
         for gid, members in zip(job.group_ids, job.groups):
+            if time.perf_counter() - t_report > PROGRESS_EVERY_S:  # long work shows progress
+                t_report = time.perf_counter()
+                log.info("measured %d of %d objects (%.0f%%) in %.0f s", k, len(rows), 100.0 * k / max(1, len(rows)),
+                         t_report - t_start)
             t0 = time.perf_counter()
             raw = [data.epochs(i, False) for i in members]
             masked = [data.epochs(i, True) for i in members] if job.mask_neighbours else raw

@@ -106,7 +106,7 @@ def plan_tile(p: BalrogRunParams, meds_dir: str | None = None, extra: dict[str, 
         add(f"detect.r{r}", "coadd_realization", 16, "balrog.detect", {"bands": bands, "realization": r,
                                                                         "ncpu": p.ncpu},
             [f"coadd_band.r{r}.{b}" for b in bands], realization=r)
-        add(f"match.r{r}", "coadd_realization", 16, "balrog.match", {"realization": r},
+        add(f"match.r{r}", "coadd_realization", 16, "balrog.match", {"realization": r, "bands": bands},
             [f"detect.r{r}", "detect"], realization=r)
     for r in p.realizations:
         for b in bands:
@@ -123,14 +123,14 @@ TASK_OF_UNIT: dict[tuple[str, bool], str] = {
 
 
 def measure_units(p: BalrogRunParams, meds_dir: str | None) -> list[dict[str, Any]]:
-    """``balrog.measure`` params per MEDS set the run writes (base: 4; each realization: 32)."""
-    if not p.measure:
+    """``balrog.measure`` params per realization MEDS set the run writes (block 32).
+
+    Balrog measures its realizations: the injected objects with the real ones around them,
+    as the megamixers did. The base tile's own catalog is the survey's production, not Balrog's.
+    """
+    if not p.measure or not p.mode & 32:
         return []
-    sets: list[tuple[str, int | None]] = []
-    if p.mode & 4:
-        sets.append(("base", None))
-    if p.mode & 32:
-        sets += [(f"r{r}", r) for r in p.realizations]
+    sets: list[tuple[str, int | None]] = [(f"r{r}", r) for r in p.realizations]
     out = []
     for label, r in sets:
         lay = TileLayout.of(meds_dir, p.medsconf, p.tile, r)
