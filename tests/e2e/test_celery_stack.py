@@ -56,7 +56,8 @@ def ti_state(stack: AirflowStack, run_id: str, task_id: str, map_index: int = 0)
 
 
 @pytest.mark.slow
-def test_celery_stack_clear_a_failed_ccd_and_backfill(demo_archive, pg_server_url, tmp_path, stack_configs):
+def test_celery_stack_clear_a_failed_ccd_and_backfill(demo_archive, tiles_archive, pg_server_url, tmp_path,
+                                                     stack_configs):
     cfg = platform_config()
     with pg_database(pg_server_url, "skyops_it_meta") as meta_url, \
             pg_database(pg_server_url, "skyops_it_prov") as prov_url:
@@ -108,6 +109,27 @@ def test_celery_stack_clear_a_failed_ccd_and_backfill(demo_archive, pg_server_ur
             nights = sorted(r["data_interval_start"][:10] for r in runs)
             assert nights == ["2017-08-17", "2017-08-18"]
             bf_run = next(r for r in runs if r["data_interval_start"].startswith("2017-08-17"))["dag_run_id"]
+
+            # A Balrog tile list through the CLI: one balrog_tile run per tile, via the REST API.
+            tiles = tmp_path / "tiles.txt"
+            tiles.write_text("# the demo tiles\nDES0239+0216\nDES0000+0209\n")
+            cli_env = {**stack.env, "SKYOPS_AIRFLOW_API": stack.base_url, "SKYOPS_AIRFLOW_PASSWORD": stack.password}
+            sub = subprocess.run([sys.executable, "-m", "skyops.cli.main", "campaign", "submit", "balrog",
+                                  "--tiles", str(tiles), "--mode", "1"], env=cli_env, capture_output=True, text=True,
+                                 timeout=120)
+            assert sub.returncode == 0, sub.stderr
+            submitted = dict(line.split("\t") for line in sub.stdout.splitlines() if "\t" in line)
+            assert sorted(submitted) == ["DES0000+0209", "DES0239+0216"]
+            assert all(rid.startswith(f"balrog__{t}__") for t, rid in submitted.items())
+            for rid in submitted.values():
+                assert stack.wait("balrog_tile", rid, timeout=900)["state"] == "success"
+            status = subprocess.run([sys.executable, "-m", "skyops.cli.main", "campaign", "status", "balrog",
+                                     "--tiles", str(tiles)], env=cli_env, capture_output=True, text=True, timeout=120)
+            assert status.returncode == 0 and "done: 2" in status.stdout, status.stdout + status.stderr
+            again = subprocess.run([sys.executable, "-m", "skyops.cli.main", "campaign", "submit", "balrog",
+                                    "--tiles", str(tiles)], env=cli_env, capture_output=True, text=True, timeout=120)
+            assert again.returncode == 0 and "skipping 2 complete tiles" in again.stdout, again.stdout
+            assert stack.password not in sub.stdout + sub.stderr + status.stdout + again.stdout
 
         # Every process the stack started is gone.
         import os
