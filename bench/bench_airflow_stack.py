@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bench.stats import parse_ts as _ts, percentiles
 from rich.console import Console
 from rich.table import Table
 
@@ -47,16 +47,6 @@ print(json.dumps({"cold_s": cold, "warm_s": warm}))
 """
 
 
-def _ts(v: str | None) -> datetime | None:
-    return datetime.fromisoformat(v.replace("Z", "+00:00")) if v else None
-
-
-def percentiles(xs: list[float]) -> dict[str, float]:
-    if not xs:
-        return {}
-    xs = sorted(xs)
-    q = lambda f: xs[min(len(xs) - 1, int(round(f * (len(xs) - 1))))]  # noqa: E731
-    return {"n": len(xs), "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "max": xs[-1], "mean": statistics.mean(xs)}
 
 
 def throughput(executor: str, n: int, slots: int, home: Path, console: Console) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from datetime import datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+from bench.stats import parse_ts as _ts, percentiles  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -144,16 +145,6 @@ def run_pool(work: Path, console: Console) -> dict[str, Any]:
             "n_candidate_files": len(cands)}
 
 
-def _ts(v: str | None) -> datetime | None:
-    return datetime.fromisoformat(v.replace("Z", "+00:00")) if v else None
-
-
-def percentiles(xs: list[float]) -> dict[str, float]:
-    if not xs:
-        return {}
-    xs = sorted(xs)
-    q = lambda f: xs[min(len(xs) - 1, int(round(f * (len(xs) - 1))))]  # noqa: E731
-    return {"n": len(xs), "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "max": xs[-1], "mean": statistics.mean(xs)}
 
 
 def slot_gaps(spans: list[tuple[datetime, datetime]]) -> list[float]:
@@ -251,13 +242,13 @@ def extrapolate(b: dict[str, Any], a: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
+    global CCDS, RESULTS
     ap = argparse.ArgumentParser(prog="python -m bench gw_orchestration", description=__doc__.split("\n\n")[0])
     ap.add_argument("--keep", type=Path, help="work in this SKYOPS_HOME and keep it")
     ap.add_argument("--skip-airflow", action="store_true", help="only the pool baseline (b)")
     ap.add_argument("--preset", default="gw-demo", help="sim preset: gw-demo (256x512 CCDs) or bench (2048x4096)")
     ap.add_argument("--ccds", default=CCDS, help="the search CCDs to process (default: all 60)")
     args = ap.parse_args(argv)
-    global CCDS, RESULTS
     CCDS = args.ccds
     if args.preset != "gw-demo":
         RESULTS = RESULTS_DIR / f"gw_orchestration-{args.preset}.json"

@@ -1,7 +1,10 @@
 """Whole-DAG tests: a real Airflow metadata DB (SQLite, this worker's own) and dag.test()."""
 from __future__ import annotations
 
+import contextlib
+import os
 import runpy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +60,31 @@ def tiles_archive(airflow_db):
     from skyops.sim import create_archive
 
     return create_archive(preset="demo", seed=42, config=platform_config(), parts=("tiles",))
+
+
+@contextlib.contextmanager
+def configs_with_fast_retries(folder: Path, *campaign_files: str):
+    """A copy of configs/ in ``folder`` whose campaigns retry after 1 s, active as SKYOPS_CONFIG_DIR.
+
+    dag.test() waits out retry delays, so tests that retry a task use this.
+    """
+    shutil.copytree(PROJECT_ROOT / "configs", folder, dirs_exist_ok=True)
+    for name in campaign_files:
+        text = (folder / name).read_text()
+        assert "retry_delay_seconds: 60" in text, f"{name}: expected retry_delay_seconds: 60 to shorten"
+        (folder / name).write_text(text.replace("retry_delay_seconds: 60", "retry_delay_seconds: 1"))
+    old = os.environ.get("SKYOPS_CONFIG_DIR")
+    os.environ["SKYOPS_CONFIG_DIR"] = str(folder)
+    try:
+        yield folder
+    finally:
+        if old is None:
+            os.environ.pop("SKYOPS_CONFIG_DIR", None)
+        else:
+            os.environ["SKYOPS_CONFIG_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def fast_configs():
+    """:func:`configs_with_fast_retries`, for module fixtures (test files do not import conftest)."""
+    return configs_with_fast_retries

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import threading
 import time
@@ -29,19 +28,10 @@ NIGHT, SEARCH = "20170817", (668439, 668440, 668441)
 
 
 @pytest.fixture(scope="module")
-def fast_retries(tmp_path_factory):
+def fast_retries(tmp_path_factory, fast_configs):
     """A copy of configs/ whose GW retry delay is 1 s (dag.test waits out retry delays)."""
-    d = tmp_path_factory.mktemp("configs")
-    shutil.copytree(PROJECT_ROOT / "configs", d, dirs_exist_ok=True)
-    text = (d / "gw_nightly.yaml").read_text().replace("retry_delay_seconds: 60", "retry_delay_seconds: 1")
-    (d / "gw_nightly.yaml").write_text(text)
-    old = os.environ.get("SKYOPS_CONFIG_DIR")
-    os.environ["SKYOPS_CONFIG_DIR"] = str(d)
-    yield d
-    if old is None:
-        os.environ.pop("SKYOPS_CONFIG_DIR", None)
-    else:
-        os.environ["SKYOPS_CONFIG_DIR"] = old
+    with fast_configs(tmp_path_factory.mktemp("configs"), "gw_nightly.yaml") as d:
+        yield d
 
 
 def truth(name: str) -> np.ndarray:

@@ -9,8 +9,6 @@ provenance and redoing from a stage.
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 
 import fitsio
 import pytest
@@ -34,19 +32,10 @@ def kred_archive(airflow_db):
 
 
 @pytest.fixture(scope="module")
-def fast_retries(tmp_path_factory):
+def fast_retries(tmp_path_factory, fast_configs):
     """configs/ with a 1 s retry delay (dag.test waits out retry delays)."""
-    d = tmp_path_factory.mktemp("configs")
-    shutil.copytree(PROJECT_ROOT / "configs", d, dirs_exist_ok=True)
-    text = (d / "magellanic_mosaic.yaml").read_text().replace("retry_delay_seconds: 60", "retry_delay_seconds: 1")
-    (d / "magellanic_mosaic.yaml").write_text(text)
-    old = os.environ.get("SKYOPS_CONFIG_DIR")
-    os.environ["SKYOPS_CONFIG_DIR"] = str(d)
-    yield d
-    if old is None:
-        os.environ.pop("SKYOPS_CONFIG_DIR", None)
-    else:
-        os.environ["SKYOPS_CONFIG_DIR"] = old
+    with fast_configs(tmp_path_factory.mktemp("configs"), "magellanic_mosaic.yaml") as d:
+        yield d
 
 
 def _tis(dr) -> dict[str, list]:
