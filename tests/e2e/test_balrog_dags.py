@@ -49,14 +49,21 @@ def test_balrog_tile_all_blocks_then_campaign_skips_it(run_dag, tiles_archive):
     truth = fitsio.read(str(base.for_realization(0).truth()))
     assert len(truth) > 10
 
-    # The measurement of realization 0 found the injected objects at their truth positions.
+    # The measurement of realization 0 has the bright injected objects, at their truth positions,
+    # with SOF i-band magnitudes near the truth (demo tiles are crowded: a generous 0.3 mag median;
+    # the 0.01 mag science requirement is tested on isolated objects in test_balrog_measure.py).
     store = ProvenanceStore.from_config()
     (cat,) = [p for p in store.run_files(dr.run_id, filetype="balrog_measure") if "_r0_" in p]
     meas = fitsio.read(cat)
-    ra, dec = np.asarray(truth["ra"], float), np.asarray(truth["dec"], float)
-    d = np.hypot((meas["ra"][:, None] - ra[None]) * np.cos(np.radians(dec[None])), meas["dec"][:, None] - dec[None])
-    matched = (d.min(axis=0) * 3600 < 0.5).mean()
-    assert matched > 0.5, matched
+    bright = truth[(truth["mag_i"] < 21.5) & (truth["n_epochs"] > 0)]
+    assert len(bright) >= 5
+    cosd = np.cos(np.radians(bright["dec"]))[None]
+    d = np.hypot((meas["ra"][:, None] - bright["ra"][None]) * cosd, meas["dec"][:, None] - bright["dec"][None]) * 3600
+    found = d.min(axis=0) < 0.5
+    assert found.mean() > 0.8, found.mean()
+    nearest = d.argmin(axis=0)[found]
+    dmag = meas["sof_mag"][nearest, 1] - bright["mag_i"][found]  # bands r, i, z: column 1 is i
+    assert np.median(np.abs(dmag)) < 0.3, dmag
 
     # Provenance: one attempt of the tile, ended in success (the listener's DAG-run hook).
     assert store.unit_status("balrog_tile", [TILE])[TILE]["status"] == "success"

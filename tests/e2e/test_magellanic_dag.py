@@ -51,9 +51,9 @@ def test_bad_params_are_refused_when_a_run_is_triggered(airflow_db, fast_retries
 
     from airflow.sdk.exceptions import ParamValidationError
 
-    from tests.e2e.conftest import load_dag
+    import runpy
 
-    dag = load_dag(DAG_FILE)
+    dag = runpy.run_path(str(DAG_FILE))["dag"]
     for conf, words in (({"np": 0}, "param np"), ({"field": "LMC c42"}, "param field"),
                         ({"tiles": ["2"]}, "param tiles"), ({"bsub": "yes"}, "param bsub")):
         params = copy.deepcopy(dag.params)

@@ -29,6 +29,7 @@ PARAMS: dict[str, dict[str, Any]] = {
     "raw_exposure": {"expnum": 668439},
     "night_calibrations": {"nite": "20170817", "band": "zz"},
     "reference_catalog": {"filetype": "cal_refcat_x"},
+    "tiles_in_box": {"ra_min": 350.25, "ra_max": 10.5, "dec_min": -5.125, "dec_max": 5.0625},
 }
 #: Placeholders each query's SQL must contain.
 PLACEHOLDERS: dict[str, list[str]] = {
@@ -41,6 +42,7 @@ PLACEHOLDERS: dict[str, list[str]] = {
     "raw_exposure": [":expnum", ":archive_name"],
     "night_calibrations": [":nite", ":band", ":filetypes_1", ":filetypes_3", ":archive_name"],
     "reference_catalog": [":filetype", ":archive_name"],
+    "tiles_in_box": [":ra_min", ":ra_max", ":dec_min", ":dec_max"],
 }
 CTES_AND_ALIASES = {"search", "anchor", "sbox", "cand"}
 CONSTANTS = ["red_immask", "red_bkg", "red_segmap", "psfex_model", "FGCM", "desar2home", "cal_biascor"]
@@ -136,7 +138,7 @@ def test_unknown_query(unreachable: sa.Engine) -> None:
     assert str(info.value) == (
         "unknown archive query 'coaddsrc'; known queries: coadd_files, files_by_name, "
         "night_calibrations, night_exposures, raw_exposure, reference_catalog, se_sources, templates, "
-        "tile_geometry (list them with: skyops archive queries)"
+        "tile_geometry, tiles_in_box (list them with: skyops archive queries)"
     )
     assert info.value.exit_code == 2
 
