@@ -98,7 +98,7 @@ def parse_times(console: Console) -> dict[str, Any]:
                            capture_output=True, text=True)
         if r.returncode == 0:
             try:
-                report = json.loads(r.stdout[r.stdout.index("["):])
+                report = json.loads(r.stdout[r.stdout.index("[{"):])
             except ValueError:
                 report = None
     if report:
