@@ -99,15 +99,21 @@ class ComputeOperator(BaseOperator):
         from skyops.executors import StepSpec, get_executor
         from skyops.launch import StepFailed, run_recorded
         from skyops.provenance import ProvenanceStore
-        from skyops.steps.registry import get_step
+        from skyops.steps.manifest import declared_resources
 
         cfg = platform_config()
         key = task_key(context)
         store = ProvenanceStore.from_config(cfg)
         attempt_id = store.attempt(self.campaign or key.dag_id, key.run_id, str(self.unit))
-        sdef = get_step(self.step)
-        # the step's declared resources with the campaign's overrides, validated (cpu > 0, ...)
-        res = Resources.model_validate({**sdef.resources.model_dump(), **(self.step_resources or {})})
+        # The step's declared resources with the campaign's overrides, validated (cpu > 0, ...).
+        # Read from the step module's source: importing its science here would cost this task
+        # process seconds that the step's own process pays again (skyops.steps.manifest).
+        declared = declared_resources(self.step)
+        if declared is None:
+            from skyops.steps.registry import get_step
+
+            declared = get_step(self.step).resources
+        res = Resources.model_validate({**declared.model_dump(), **(self.step_resources or {})})
         spec = StepSpec(self.step, dict(self.step_params), self._workdir(key), res,
                         labels={"campaign": key.dag_id, "unit": str(self.unit), "step": self.step,
                                 "map_index": str(key.map_index)})

@@ -38,3 +38,30 @@ def test_running_one_gw_step_imports_only_its_module() -> None:
 def test_unknown_step_in_a_group_lists_that_groups_steps() -> None:
     with pytest.raises(registry.UnknownStepError, match="gw.se_ccd"):
         registry.get_step("gw.se_cdd")
+
+
+def test_declared_resources_read_statically_match_the_registered_ones() -> None:
+    from skyops.steps.manifest import declared_resources
+
+    steps = registry.all_steps()
+    assert len(steps) > 20
+    unread = []
+    for sdef in steps:
+        static = declared_resources(sdef.name)
+        if static is None:
+            unread.append(sdef.name)
+        else:
+            assert static == sdef.resources, f"{sdef.name}: read {static}, registered {sdef.resources}"
+    # every campaign step declares literal resources; only test-only extra modules may not
+    assert not [n for n in unread if n.split(".")[0] in ("gw", "balrog", "magellanic")], unread
+
+
+def test_declared_resources_import_no_science() -> None:
+    code = ("import sys, json; from skyops.steps.manifest import declared_resources; "
+            "r = declared_resources('gw.diffimg_ccd'); "
+            "print(json.dumps([r.memory_mb, sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('numpy', 'scipy', 'astropy', 'fitsio', 'galsim') or m.startswith('skyops.campaigns.gw.'))]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    memory_mb, loaded = json.loads(out.splitlines()[-1])
+    assert memory_mb == 4096
+    assert loaded == ["skyops.campaigns.gw.steps"]
