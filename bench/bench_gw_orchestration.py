@@ -162,12 +162,14 @@ def slot_gaps(spans: list[tuple[datetime, datetime]]) -> list[float]:
     return gaps
 
 
-def run_airflow(home: Path, console: Console) -> dict[str, Any]:
-    """(a): gw_exposure on a real scheduler + LocalExecutor (parallelism WORKERS)."""
+def run_airflow(home: Path, console: Console, slots: int = WORKERS,
+                extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """(a): gw_exposure on a real scheduler + LocalExecutor (parallelism ``slots``, default WORKERS)."""
     from skyops.operators.devstack import AirflowStack, pg_database
 
     t_up = time.perf_counter()
-    with pg_database(prefix="skyops_bench") as url, AirflowStack(home, url, parallelism=WORKERS) as stack:
+    with pg_database(prefix="skyops_bench") as url, \
+            AirflowStack(home, url, parallelism=slots, extra_env=extra_env) as stack:
         up_s = time.perf_counter() - t_up
         stack.wait_dag("gw_exposure")
         console.print(f"(a) Airflow stack up in {up_s:.1f} s at {stack.base_url} (logs {stack.log_dir})")
@@ -248,7 +250,18 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--skip-airflow", action="store_true", help="only the pool baseline (b)")
     ap.add_argument("--preset", default="gw-demo", help="sim preset: gw-demo (256x512 CCDs) or bench (2048x4096)")
     ap.add_argument("--ccds", default=CCDS, help="the search CCDs to process (default: all 60)")
+    ap.add_argument("--slots", type=int, default=WORKERS,
+                    help=f"Airflow LocalExecutor parallelism (default {WORKERS}, the pool's workers)")
+    ap.add_argument("--airflow-env", action="append", default=[], metavar="AIRFLOW__SECTION__KEY=VALUE",
+                    help="extra Airflow setting for the stack (repeatable), e.g. scheduler tuning")
+    ap.add_argument("--no-build", action="store_true",
+                    help="reuse the archive already built in the --keep home (same preset and CCDs)")
+    ap.add_argument("--skip-pool", action="store_true",
+                    help="reuse the pool baseline (b) of the last results file of this preset and CCDs")
     args = ap.parse_args(argv)
+    if args.no_build and not args.keep:
+        ap.error("--no-build needs --keep HOME (the home holding the built archive)")
+    airflow_env = dict(kv.split("=", 1) for kv in args.airflow_env)
     CCDS = args.ccds
     if args.preset != "gw-demo":
         RESULTS = RESULTS_DIR / f"gw_orchestration-{args.preset}.json"
@@ -270,19 +283,32 @@ def main(argv: list[str]) -> int:
         t = time.perf_counter()
         from skyops.campaigns.gw.params import parse_ccds
 
-        # The search CCDs plus every CCD that can hold their templates (the template exposures
-        # are dithered by arcseconds, so the same CCD numbers cover the same sky).
-        summary = create_archive(preset=args.preset, seed=42, config=platform_config(), workers=WORKERS,
-                                 ccds=None if CCDS == "1,3-60,62" else parse_ccds(CCDS))
-        t_archive = time.perf_counter() - t
-        console.print(f"{args.preset} archive in {home}: {summary.n_files} files, {summary.n_bytes / 1e6:.0f} MB, "
-                      f"built in {t_archive:.1f} s")
+        if args.no_build:
+            t_archive = None
+            console.print(f"reusing the archive in {home}")
+        else:
+            # The search CCDs plus every CCD that can hold their templates (the template exposures
+            # are dithered by arcseconds, so the same CCD numbers cover the same sky).
+            summary = create_archive(preset=args.preset, seed=42, config=platform_config(), workers=WORKERS,
+                                     ccds=None if CCDS == "1,3-60,62" else parse_ccds(CCDS))
+            t_archive = time.perf_counter() - t
+            console.print(f"{args.preset} archive in {home}: {summary.n_files} files, "
+                          f"{summary.n_bytes / 1e6:.0f} MB, built in {t_archive:.1f} s")
 
-        b = run_pool(home / "pool", console)
+        if args.skip_pool:
+            prev = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+            if prev.get("ccds") != CCDS or not prev.get("pool"):
+                console.print(f"[red]--skip-pool: {RESULTS} holds no pool run for CCDs {CCDS}[/]")
+                return 2
+            b = prev["pool"]
+            console.print(f"(b) pool: reusing {b['wall_s']:.1f} s from {prev.get('when')}")
+        else:
+            shutil.rmtree(home / "pool", ignore_errors=True)
+            b = run_pool(home / "pool", console)
         a, a_error = None, None
         if not args.skip_airflow:
             try:
-                a = run_airflow(home, console)
+                a = run_airflow(home, console, slots=args.slots, extra_env=airflow_env)
             except Exception as exc:  # noqa: BLE001 - report (b) and what blocked (a)
                 a_error = f"{type(exc).__name__}: {exc}"
                 console.print(f"[red](a) Airflow failed:[/] {a_error}")
@@ -291,7 +317,7 @@ def main(argv: list[str]) -> int:
 
         table = Table(title=f"gw_exposure {EXPNUM} ({NIGHT}), CCDs {CCDS}: Airflow vs a process pool, "
                             f"{WORKERS} workers, {args.preset} CCDs")
-        for col in ("", "(a) Airflow LocalExecutor", "(b) ProcessPool(2)"):
+        for col in ("", f"(a) Airflow LocalExecutor ({args.slots} slots)", f"(b) ProcessPool({WORKERS})"):
             table.add_column(col, justify="left" if not col else "right")
         table.add_row("wall time, s", f"{a['wall_s']:.1f}" if a else "-", f"{b['wall_s']:.1f}")
         table.add_row("gw.se_ccd mean per CCD, s", f"{a['se_task_mean_s']:.2f} (task)" if a and a["se_task_mean_s"]
@@ -325,8 +351,9 @@ def main(argv: list[str]) -> int:
         RESULTS.write_text(json.dumps({
             "benchmark": "gw_orchestration", "host": platform.node(), "python": platform.python_version(),
             "cpus": os.cpu_count(), "when": datetime.now().isoformat(timespec="seconds"),
-            "expnum": EXPNUM, "night": NIGHT, "ccds": CCDS, "workers": WORKERS, "preset": args.preset, "seed": 42,
-            "archive_build_s": round(t_archive, 2), "loadavg_start": load0, "loadavg_end": os.getloadavg(), "pool": b, "airflow": a, "airflow_error": a_error,
+            "expnum": EXPNUM, "night": NIGHT, "ccds": CCDS, "workers": WORKERS, "airflow_slots": args.slots,
+            "airflow_env": airflow_env, "preset": args.preset, "seed": 42,
+            "archive_build_s": None if t_archive is None else round(t_archive, 2), "loadavg_start": load0, "loadavg_end": os.getloadavg(), "pool": b, "airflow": a, "airflow_error": a_error,
             "ratio_airflow_over_pool": ratio, "target_ratio": TARGET_RATIO, "extrapolation_60_cores": ext,
         }, indent=1, default=str))
         console.print(f"results: {RESULTS}")
