@@ -15,6 +15,10 @@ These are the semantics of the SDK's ``ResumableJobMixin`` (reconnect / already 
 terminal resubmit), applied to the deferrable path, which the mixin itself does not cover.
 Once a job's result is recorded the key is deleted, so clearing the task later really runs it
 again. Without a task state store (Airflow below 3.3, ``dag.test()`` runs) every try submits.
+
+While the task is deferred the trigger follows the job's event log and asks the job's schedd
+when the log goes quiet; a user who marks or clears the deferred task makes the trigger
+remove the job (``HTCondorJobTrigger.on_kill``).
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from skyops.config import PlatformConfig
 from skyops.executors.base import StepSpec
 from skyops.executors.htcondor import STDERR, STDOUT, CondorJob, CondorPool, JobState, JobStatus, read_status, \
     submit_keys
-from skyops.operators.condor_triggers import HTCondorJobTrigger
+from skyops.operators.condor_triggers import SCHEDD_EVERY_POLLS, HTCondorJobTrigger
 from skyops.operators.remote_step import RESUME_METHOD, RemoteBackend, finish, spec_from_state, spec_state
 
 if TYPE_CHECKING:
@@ -97,9 +101,13 @@ class HTCondorBackend(RemoteBackend):
 
     def _defer(self, op: "ComputeOperator", state: dict[str, Any]) -> Any:
         hc = self.cfg.executors.htcondor
-        trigger = HTCondorJobTrigger(job=state["condor_job"], poll_seconds=hc.poll_interval_seconds,
+        poll = hc.poll_interval_seconds
+        # plain values only: the trigger locates the job's schedd (named in condor_job) through the collector
+        trigger = HTCondorJobTrigger(job=state["condor_job"], poll_seconds=poll,
                                      release_policy=bool(hc.periodic_release),
-                                     hold_grace_seconds=hc.hold_grace_seconds)
+                                     hold_grace_seconds=hc.hold_grace_seconds, collector=hc.collector,
+                                     schedd_check_seconds=max(SCHEDD_EVERY_POLLS * poll, 60.0),
+                                     log_lag_seconds=max(2 * poll, 30.0))
         op.defer(trigger=trigger, method_name=RESUME_METHOD, kwargs=state)
 
     def complete(self, op: "ComputeOperator", context: "Context", event: dict[str, Any],

@@ -16,20 +16,23 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from skyops.config import PlatformConfig, Resources, platform_config
-from skyops.errors import ExecutorError
+from skyops.errors import ExecutorError, SkyopsError
 from skyops.executors.base import ExecutionOutcome, Executor, LogSink, StepSpec, outcome_from_workdir
 from skyops.launch import StepFailed, run_recorded
 from skyops.provenance import ProvenanceStore
 from skyops.secrets import redact_text
+from skyops.steps.runner import StepResult
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from skyops.operators.compute import ComputeOperator
+    from skyops.provenance import TaskKey
 
 #: The ComputeOperator method a deferred remote step resumes in.
 RESUME_METHOD = "execute_remote_complete"
@@ -77,12 +80,58 @@ def spec_from_state(state: dict[str, Any]) -> StepSpec:
     return spec
 
 
+def _parse_time(text: str) -> datetime | None:
+    """An ISO 8601 time from result.json as an aware datetime (naive taken as UTC); None if unusable."""
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
+def step_times(result: StepResult) -> tuple[datetime | None, datetime | None]:
+    """When the step itself started and ended, from its result.json (``None``: not recorded).
+
+    A remote step resumes its task long after it started (the task waited deferred), so
+    the resumption's clock says nothing about the step; the step's own ``started`` and
+    ``finished`` (or ``started + wall_s``) do. An end before the start is dropped.
+    """
+    start = _parse_time(result.started)
+    if start is None:
+        return None, None
+    end = _parse_time(result.finished)
+    if end is None and result.wall_s:
+        end = start + timedelta(seconds=float(result.wall_s))
+    if end is not None and end < start:
+        end = None
+    return start, end
+
+
+def _record_step_times(store: ProvenanceStore, key: "TaskKey", result: StepResult, status: str, log: Any) -> None:
+    """Set the try's start/end times to the step's own (see :func:`step_times`), when it wrote them.
+
+    The try itself is already recorded: a database blip here costs only the times, so it is
+    a warning, never the task's failure.
+    """
+    start, end = step_times(result)
+    if start is None:
+        return
+    try:
+        store.record_state(key, status, start_time=start, end_time=end)
+    except SkyopsError as exc:
+        log.warning("could not record the step's own start/end times in provenance (%s); the try keeps the "
+                    "times of its resumption", redact_text(str(exc)))
+
+
 def finish(op: "ComputeOperator", context: "Context", spec: StepSpec, *, executor: str, returncode: int,
            host: str = "", attempt_id: int | None = None, reason: str | None = None) -> dict[str, Any]:
     """Record the finished step in provenance and return ComputeOperator's XCom value.
 
-    A failed step raises (after pushing the outputs it did complete), with the step's own,
-    credential-free message from result.json as the reason.
+    The try's start and end times are the step's own, from result.json, not the times the
+    deferred task resumed and recorded. A failed step raises (after pushing the outputs it did
+    complete), with the step's own, credential-free message from result.json as the reason.
     """
     from skyops.operators.compute import task_key
 
@@ -93,8 +142,10 @@ def finish(op: "ComputeOperator", context: "Context", spec: StepSpec, *, executo
         rec = run_recorded(spec, FinishedRun(executor, returncode, host, reason), store, key, attempt_id=attempt_id,
                            log_sink=op.log.info)
     except StepFailed as exc:
+        _record_step_times(store, key, exc.outcome.result, "failed", op.log)
         op._push_outputs(context, exc.outcome.result.outputs)
         raise RuntimeError(str(exc)) from None
+    _record_step_times(store, key, rec.outcome.result, "success", op.log)
     result = rec.outcome.result
     outputs = op._push_outputs(context, result.outputs)
     metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
@@ -139,4 +190,4 @@ def remote_backend(name: str, cfg: PlatformConfig | None = None) -> RemoteBacken
 
 
 __all__ = ["RemoteBackend", "FinishedRun", "finish", "remote_backend", "spec_state", "spec_from_state",
-           "RESUME_METHOD"]
+           "step_times", "RESUME_METHOD"]

@@ -44,6 +44,7 @@ def _record(ti: Any, state: str, message: str | None = None) -> None:
             start_time=getattr(ti, "start_date", None) if not terminal else None,
             end_time=(getattr(ti, "end_date", None) or now) if terminal else None,
             message=redact_text(message) if message else None,
+            keep_times=True,  # the operator's record of the step's own times wins (remote steps)
         )
     except Exception:  # noqa: BLE001 - a listener must not take its component down
         log.exception("skyops provenance listener could not record %s for %s", state, getattr(ti, "task_id", "?"))

@@ -1,6 +1,6 @@
 """A step as an HTCondor job: the submit description, the schedd, and the job's event log.
 
-Three parts, each usable without Airflow:
+Four parts, each usable without Airflow:
 
 * :func:`submit_keys` / :func:`submit_description` turn a
   :class:`~skyops.executors.base.StepSpec` into an ``htcondor2.Submit``: the same
@@ -12,12 +12,16 @@ Three parts, each usable without Airflow:
   killed by a signal (out of memory, preempted) so that the pool's ``periodic_release`` policy,
   or a person, decides.
 * :class:`CondorPool` is the only code that talks to HTCondor daemons: it submits through
-  ``htcondor2.Schedd`` and removes jobs.
+  ``htcondor2.Schedd`` and removes jobs. :func:`locate_schedd`, :func:`query_job` and
+  :func:`remove_job` are the same boundary for callers that hold only plain values (the
+  trigger, which is rebuilt from its serialised keyword arguments).
 * :func:`read_status` reads the job's event log (``htcondor2.JobEventLog``) and classifies
   where the job is: submitted, running, idle again (evicted/released), held (with the hold
   reason), terminated normally (exit code) or abnormally (signal), aborted. The event log is
   the record that survives the job leaving the queue, so a retry of the Airflow task can tell
   a finished job from a running one without the schedd's history.
+* :func:`status_from_ad` classifies a job ClassAd from the schedd's queue or history the same
+  way, so that the schedd can vouch for a job whose event log lags or is not visible here.
 
 No credential goes into the submit description (a job ClassAd is readable by everyone on the
 pool): jobs read database URLs and DESDM credentials from the config and desservices files on
@@ -32,7 +36,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from skyops.config import PlatformConfig, config_dir
 from skyops.errors import ExecutorError
@@ -333,6 +337,152 @@ def read_status(log_path: str | Path, cluster: int, proc: int = 0) -> JobStatus:
     return status
 
 
+# ----------------------------------------------------------------------------- the schedd's view of a job
+#: What the trigger asks the schedd about a job (queue and history alike): enough to classify it.
+JOB_PROJECTION = ["ClusterId", "ProcId", "JobStatus", "EnteredCurrentStatus", "HoldReason", "HoldReasonCode",
+                  "HoldReasonSubCode", "RemoveReason", "ExitCode", "ExitBySignal", "ExitSignal", "RemoteHost",
+                  "LastRemoteHost"]
+
+
+class JobWhere(str, Enum):
+    """Where the schedd knows a job from."""
+
+    QUEUE = "queue"        # condor_q
+    HISTORY = "history"    # condor_history: the job left the queue
+    ABSENT = "absent"      # neither (history purged or rotated, or the wrong schedd)
+
+
+@dataclass
+class ScheddView:
+    """What the schedd said about a job: where it found it, and its state from that ad."""
+
+    where: JobWhere
+    status: JobStatus
+
+
+def job_constraint(cluster: int, proc: int = 0) -> str:
+    """The ClassAd constraint selecting exactly one job."""
+    return f"ClusterId == {int(cluster)} && ProcId == {int(proc)}"
+
+
+def _ad_value(ad: Mapping[str, Any], key: str) -> Any:
+    """An attribute's value; an expression (rare in a projection) is evaluated in the ad."""
+    value = ad.get(key)
+    if value is not None and hasattr(value, "eval") and hasattr(ad, "eval"):
+        try:
+            return ad.eval(key)
+        except Exception:  # noqa: BLE001 - an unevaluable attribute is as good as absent
+            return None
+    return value
+
+
+def _ad_int(ad: Mapping[str, Any], key: str) -> int | None:
+    value = _ad_value(ad, key)
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _slot_host(remote_host: Any) -> str:
+    """``slot1_1@ep9.example.org`` -> ``ep9.example.org`` (the event log's host names the machine)."""
+    return str(remote_host or "").rpartition("@")[2]
+
+
+def status_from_ad(ad: Mapping[str, Any] | None) -> JobStatus:
+    """A job's state from its ClassAd (schedd queue or history), in the event log's terms.
+
+    ``None`` (the schedd does not know the job) gives ``UNKNOWN``. ``JobStatus`` codes:
+    1 idle, 2 running, 6 transferring output and 7 suspended are still running (on a slot),
+    5 held (with ``HoldReason`` and its codes), 3 removed (aborted, with ``RemoveReason``),
+    4 completed (exit code, or ``-signal`` when ``ExitBySignal``). Reasons are redacted: a
+    hold reason may quote a URL from the job's environment.
+    """
+    import htcondor2
+
+    status = JobStatus()
+    if ad is None:
+        return status
+    code = _ad_int(ad, "JobStatus")
+    try:
+        js = htcondor2.JobStatus(code)
+    except ValueError:
+        status.reason = f"the schedd reports JobStatus {code!r}, which skyops does not know"
+        return status
+    status.timestamp = _ad_int(ad, "EnteredCurrentStatus") or 0
+    status.host = _slot_host(_ad_value(ad, "RemoteHost") or _ad_value(ad, "LastRemoteHost"))
+    if js is htcondor2.JobStatus.IDLE:
+        status.state = JobState.IDLE
+    elif js in (htcondor2.JobStatus.RUNNING, htcondor2.JobStatus.TRANSFERRING_OUTPUT, htcondor2.JobStatus.SUSPENDED):
+        status.state = JobState.RUNNING
+    elif js is htcondor2.JobStatus.HELD:
+        status.state = JobState.HELD
+        status.reason = redact_text(str(_ad_value(ad, "HoldReason") or "no hold reason recorded"))
+        status.hold_code = _ad_int(ad, "HoldReasonCode")
+        status.hold_subcode = _ad_int(ad, "HoldReasonSubCode")
+    elif js is htcondor2.JobStatus.REMOVED:
+        status.state = JobState.ABORTED
+        status.reason = redact_text(str(_ad_value(ad, "RemoveReason") or ""))
+    else:  # COMPLETED
+        if _ad_value(ad, "ExitBySignal") is True:
+            status.state, status.returncode = JobState.KILLED, -(_ad_int(ad, "ExitSignal") or 0)
+        else:
+            rc = _ad_int(ad, "ExitCode")
+            status.state = JobState.SUCCEEDED if rc == 0 else JobState.FAILED
+            status.returncode = rc
+            if rc is None:
+                status.reason = "completed, but its ad has no ExitCode"
+    return status
+
+
+def query_job(schedd: Any, cluster: int, proc: int = 0) -> ScheddView:
+    """Ask ``schedd`` (an ``htcondor2.Schedd``) about one job: its queue, then its history.
+
+    Blocking network calls: run it off the event loop. Raises what the bindings raise
+    (``htcondor2.HTCondorException``) when the schedd cannot be reached.
+    """
+    constraint = job_constraint(cluster, proc)
+    ads = schedd.query(constraint=constraint, projection=JOB_PROJECTION, limit=1)
+    if ads:
+        return ScheddView(JobWhere.QUEUE, status_from_ad(ads[0]))
+    ads = schedd.history(constraint=constraint, projection=JOB_PROJECTION, match=1)
+    if ads:
+        return ScheddView(JobWhere.HISTORY, status_from_ad(ads[0]))
+    return ScheddView(JobWhere.ABSENT, JobStatus())
+
+
+def locate_schedd(name: str | None, collector: str | None = None) -> Any:
+    """The ``htcondor2.Schedd`` called ``name`` (located through ``collector``), or the local one.
+
+    Plain values in, so that a trigger rebuilt from its serialised keyword arguments finds
+    the schedd exactly as :class:`CondorPool` does from the config.
+    """
+    import htcondor2
+
+    where = name or "the local schedd"
+    try:
+        if name:
+            coll = htcondor2.Collector(collector) if collector else htcondor2.Collector()
+            return htcondor2.Schedd(coll.locate(htcondor2.DaemonType.Schedd, name))
+        return htcondor2.Schedd()
+    except htcondor2.HTCondorException as exc:
+        raise ExecutorError(f"cannot reach {where} ({redact_text(str(exc))}); check executors.htcondor.schedd/"
+                            f"collector and that `condor_q -name {name or ''}` works here") from None
+
+
+def remove_job(schedd: Any, job: CondorJob, reason: str) -> Any:
+    """``condor_rm`` ``job`` on ``schedd`` with ``reason`` (it becomes the job's ``RemoveReason``).
+
+    The reason goes as the bindings' ``(reason, code)`` pair: htcondor2 25.x passes a
+    plain-string reason on as no reason at all; the code is ignored for a removal.
+    """
+    import htcondor2
+
+    return schedd.act(htcondor2.JobAction.Remove, job.id, reason=(reason, None))
+
+
 # ----------------------------------------------------------------------------- the schedd
 class CondorPool:
     """Submits and removes jobs: the boundary to the HTCondor daemons (mocked in tests)."""
@@ -343,17 +493,7 @@ class CondorPool:
 
     def schedd(self) -> Any:
         """The configured schedd (located through the collector), or the local one."""
-        import htcondor2
-
-        where = self.hc.schedd or "the local schedd"
-        try:
-            if self.hc.schedd:
-                collector = htcondor2.Collector(self.hc.collector) if self.hc.collector else htcondor2.Collector()
-                return htcondor2.Schedd(collector.locate(htcondor2.DaemonType.Schedd, self.hc.schedd))
-            return htcondor2.Schedd()
-        except htcondor2.HTCondorException as exc:
-            raise ExecutorError(f"cannot reach {where} ({redact_text(str(exc))}); check executors.htcondor.schedd/"
-                                f"collector and that `condor_q -name {self.hc.schedd or ''}` works here") from None
+        return locate_schedd(self.hc.schedd, self.hc.collector)
 
     def submit(self, spec: StepSpec) -> CondorJob:
         """Write params.json and submit one job for ``spec``; returns its id."""
@@ -375,10 +515,12 @@ class CondorPool:
         import htcondor2
 
         try:
-            self.schedd().act(htcondor2.JobAction.Remove, job.id, reason=reason)
+            remove_job(self.schedd(), job, reason)
         except (htcondor2.HTCondorException, ExecutorError) as exc:
             log.warning("could not remove Condor job %s: %s", job.id, redact_text(str(exc)))
 
 
 __all__ = ["CondorJob", "CondorPool", "JobState", "JobStatus", "read_status", "apply_event", "submit_keys",
+           "JobWhere", "ScheddView", "JOB_PROJECTION", "job_constraint", "status_from_ad", "query_job",
+           "locate_schedd", "remove_job",
            "submit_description", "arguments_value", "environment_value", "EVENT_LOG", "STDOUT", "STDERR"]

@@ -289,12 +289,16 @@ class ProvenanceStore:
         end_time: datetime | None = None,
         message: str | None = None,
         executor: str | None = None,
+        keep_times: bool = False,
     ) -> int:
         """Upsert a try with this state (the listener's entry point); returns ``task.id``.
 
         The row is created if missing (named after the task id unless ``name`` is given);
         otherwise the state and every value given replace what was recorded, and values
-        not given are kept.
+        not given are kept. With ``keep_times`` the start and end times given only fill a
+        row's empty ones: the listener's view of a try (when Airflow started and ended it)
+        must not overwrite the step's own times that the operator recorded (a pod or a Condor
+        job that ran long before its task resumed from deferral).
         """
         given = {
             "pfw_attempt_id": attempt_id, "host": host, "start_time": utc(start_time),
@@ -302,7 +306,8 @@ class ProvenanceStore:
         }
         given = {k: v for k, v in given.items() if v is not None}
         values = {"name": key.task_id, **given, "status": state_text(state)}
-        stmt = _task_state_upsert(self._insert, ("status", *sorted(given)))
+        fill = tuple(c for c in ("start_time", "end_time") if keep_times and c in given)
+        stmt = _task_state_upsert(self._insert, ("status", *sorted(set(given) - set(fill))), fill=fill)
         with self._write(f"record state {state_text(state)!r} of task {_key_text(key)}") as conn:
             return conn.execute(stmt, {**_natural(key), **values}).scalar_one()
 
@@ -474,12 +479,14 @@ def _task_started_upsert(insert: Callable[[sa.Table], Any]) -> Any:
 
 
 @lru_cache(maxsize=256)
-def _task_state_upsert(insert: Callable[[sa.Table], Any], columns: tuple[str, ...]) -> Any:
-    """Upsert of a try's state that overwrites exactly ``columns``."""
+def _task_state_upsert(insert: Callable[[sa.Table], Any], columns: tuple[str, ...],
+                       fill: tuple[str, ...] = ()) -> Any:
+    """Upsert of a try's state that overwrites exactly ``columns`` and fills ``fill`` where empty."""
     ins = insert(task)
-    return ins.on_conflict_do_update(
-        index_elements=[task.c[k] for k in _NATURAL_KEY], set_={c: ins.excluded[c] for c in columns}
-    ).returning(task.c.id)
+    set_ = {c: ins.excluded[c] for c in columns}
+    set_.update({c: sa.func.coalesce(task.c[c], ins.excluded[c]) for c in fill})
+    return ins.on_conflict_do_update(index_elements=[task.c[k] for k in _NATURAL_KEY], set_=set_) \
+        .returning(task.c.id)
 
 
 def _retry_on_conflict(conn: sa.Connection, stmt: sa.Executable) -> int:

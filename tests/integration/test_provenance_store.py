@@ -15,6 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from skyops.errors import ProvenanceInputError, ProvenanceSchemaError
 from skyops.provenance import ProvenanceStore, TaskKey
 from skyops.provenance.migrate import VERSION_TABLE
+from skyops.provenance.records import utc
 from skyops.provenance.schema import desfile, metadata, opm_was_derived_from, pfw_attempt, task
 
 T0 = datetime(2024, 1, 5, 3, 0, tzinfo=timezone.utc)
@@ -318,3 +319,24 @@ def test_run_end_finishes_its_attempts_and_a_clear_reopens_them(store: Provenanc
     # clearing a task of run2 re-opens its attempt until the run ends again
     assert store.attempt("balrog_tile", "run2", "DES0239+0216") == a2
     assert store.unit_status("balrog_tile")["DES0239+0216"]["status"] == "running"
+
+
+def test_record_state_keep_times_fills_only_empty_times(store: ProvenanceStore) -> None:
+    """The listener's Airflow-side times must not overwrite a remote step's own (keep_times)."""
+    key = TaskKey("gw_nightly", "run_k", "se", map_index=4)
+    step_start, step_end = T0, T0 + timedelta(minutes=5)
+    tid = store.record_state(key, "running", start_time=step_start, end_time=step_end)
+    resumed = T0 + timedelta(hours=2)
+    assert store.record_state(key, "success", start_time=resumed, end_time=resumed, keep_times=True) == tid
+    (row,) = rows(store, task, task.c.id == tid)
+    assert (row.status, utc(row.start_time), utc(row.end_time)) == ("success", step_start, step_end)
+    # a try with no times yet takes the listener's
+    other = TaskKey("gw_nightly", "run_k", "se", map_index=5)
+    tid2 = store.record_state(other, "running")
+    store.record_state(other, "failed", end_time=resumed, keep_times=True)
+    (row,) = rows(store, task, task.c.id == tid2)
+    assert (row.status, utc(row.end_time)) == ("failed", resumed)
+    # without keep_times the times are replaced, as before
+    store.record_state(other, "failed", end_time=step_end)
+    (row,) = rows(store, task, task.c.id == tid2)
+    assert utc(row.end_time) == step_end
