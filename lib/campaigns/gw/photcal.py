@@ -10,6 +10,10 @@ The GAIA-to-DECam transformation is ``mag_band = G + c0 + c1 (BP-RP)``; the defa
 coefficients (:data:`GAIA_TO_DECAM`) are those of the catalog skyops' archive serves (the
 synthetic survey's GAIA-like reference catalog, see :mod:`skyops.sim.refcat`), and are a
 parameter of the calibration step for a real GAIA catalog.
+
+Blends: :func:`predicted_blend` is how much light a star's neighbours put into its aperture,
+each spread as a Moffat profile (:func:`moffat_fraction_in_circle`), on a tangent plane
+(:func:`tangent_plane`) -- gw.calibrate's isolation test.
 """
 from __future__ import annotations
 
@@ -26,6 +30,10 @@ from skyops.imaging.gaia import GAIA_TO_DECAM
 FLAG_FEW_STARS = 1  # fewer than min_stars calibration stars (mag_zero from what there is, or NaN)
 FLAG_NO_STARS = 2  # no calibration star at all: mag_zero is NaN
 FLAG_LARGE_SCATTER = 4  # clipped rms above max_rms
+
+#: Moffat beta with which a neighbour's light is spread when predicting blends: heavier wings than
+#: ground-based PSFs have (beta ~3-4.5), so that the prediction errs on the side of rejecting a star.
+BLEND_BETA = 2.5
 
 
 def reference_mag(g_mag: np.ndarray, bp_rp: np.ndarray, band: str,
@@ -62,6 +70,67 @@ def match_sky(ra1: np.ndarray, dec1: np.ndarray, ra2: np.ndarray, dec2: np.ndarr
     keep = np.sort(order[first])
     sep = np.degrees(2.0 * np.arcsin(d[keep] / 2.0)) * 3600.0
     return i1[keep], i2[keep], sep
+
+
+def tangent_plane(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
+    """Gnomonic projection about (ra0, dec0): standard coordinates (xi east, eta north) in arcsec."""
+    r, d = np.radians(np.asarray(ra, float)), np.radians(np.asarray(dec, float))
+    r0, d0 = np.radians(ra0), np.radians(dec0)
+    cosc = np.sin(d0) * np.sin(d) + np.cos(d0) * np.cos(d) * np.cos(r - r0)
+    xi = np.cos(d) * np.sin(r - r0) / cosc
+    eta = (np.cos(d0) * np.sin(d) - np.sin(d0) * np.cos(d) * np.cos(r - r0)) / cosc
+    return np.degrees(xi) * 3600.0, np.degrees(eta) * 3600.0
+
+
+def moffat_fraction_in_circle(d: np.ndarray, radius: float, fwhm: float, beta: float = BLEND_BETA,
+                              nring: int = 400) -> np.ndarray:
+    """The fraction of a unit-flux round Moffat profile (``fwhm``, ``beta``) centred at distance ``d``
+    from the centre of a circle of ``radius`` that falls inside the circle (all lengths alike, e.g. pixels).
+
+    The profile is cut into ``nring`` thin rings about its own centre (their fluxes exact, from the
+    Moffat curve of growth); each ring contributes the fraction of its circumference inside the circle.
+    """
+    d = np.atleast_1d(np.asarray(d, float))
+    rd = fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
+    edges = np.linspace(0.0, float(np.max(d, initial=0.0)) + radius, nring + 1)
+    ring_flux = np.diff(1.0 - (1.0 + (edges / rd) ** 2) ** (1.0 - beta))
+    rho = 0.5 * (edges[1:] + edges[:-1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos_half = (rho[None, :] ** 2 + d[:, None] ** 2 - radius**2) / (2.0 * rho[None, :] * d[:, None])
+    arc = np.arccos(np.clip(np.nan_to_num(cos_half, nan=1.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)) / np.pi
+    centred = d[:, None] == 0.0
+    arc = np.where(centred, (rho[None, :] < radius).astype(float), arc)
+    return arc @ ring_flux
+
+
+def predicted_blend(x: np.ndarray, y: np.ndarray, flux: np.ndarray, src_x: np.ndarray, src_y: np.ndarray,
+                    src_flux: np.ndarray, radius: float, fwhm: float, *, exclude: np.ndarray | None = None,
+                    beta: float = BLEND_BETA, reach_fwhm: float = 8.0) -> np.ndarray:
+    """Per star at (x, y) with ``flux``: the light of the sources (``src_*``) that falls in a circle of
+    ``radius`` around it, as a fraction of its own flux, each source spread as a Moffat of ``fwhm``.
+
+    ``exclude[k]`` is the index of star k itself among the sources (-1: not among them). Sources farther
+    than ``radius + reach_fwhm * fwhm`` are ignored (they add < 1e-4 of their flux for beta >= 2.5).
+    """
+    x, y, flux = (np.atleast_1d(np.asarray(v, float)) for v in (x, y, flux))
+    out = np.zeros(len(x))
+    if len(x) == 0 or len(src_x) == 0:
+        return out
+    src_flux = np.clip(np.nan_to_num(np.asarray(src_flux, float)), 0.0, None)
+    tree = cKDTree(np.column_stack([src_x, src_y]))
+    pairs = tree.query_ball_point(np.column_stack([x, y]), radius + reach_fwhm * fwhm)
+    star = np.concatenate([np.full(len(p), k) for k, p in enumerate(pairs)]).astype(int)
+    src = np.concatenate([np.asarray(p, int) for p in pairs]).astype(int)
+    if exclude is not None:
+        keep = src != np.asarray(exclude)[star]
+        star, src = star[keep], src[keep]
+    if len(star) == 0:
+        return out
+    dist = np.hypot(np.asarray(src_x)[src] - x[star], np.asarray(src_y)[src] - y[star])
+    light = src_flux[src] * moffat_fraction_in_circle(dist, radius, fwhm, beta)
+    np.add.at(out, star, light)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(flux > 0, out / flux, np.inf)
 
 
 @dataclass
