@@ -2,8 +2,9 @@
 
 Triggered per new search exposure by ``gw_watch`` (or by hand with ``expnum``): find
 its templates, stage raw + calibrations + reference catalog + templates, SE every CCD
-(``gw.se_ccd``), BLISS zeropoints (``gw.calibrate``), difference imaging per CCD
-(``gw.diffimg_ccd``), then ingest the candidates. Same task group as ``gw_nightly``.
+(``gw.se_ccd``) and every CCD of a raw-only template it overlaps (``template`` group),
+BLISS zeropoints (``gw.calibrate``), difference imaging per CCD (``gw.diffimg_ccd``), then
+ingest the candidates. Same task groups as ``gw_nightly``.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from airflow.sdk import DAG
 
 from skyops.campaigns.gw.config import GWNightlyConfig
 from skyops.config import load_campaign_config
-from skyops.operators.gw import dag_params, exposure_group, exposures_of, resolve_params
+from skyops.operators.gw import dag_params, exposure_pipeline, exposures_of, resolve_params
 from skyops.operators.verdict import add_verdict
 
 cfg = load_campaign_config("gw_nightly", GWNightlyConfig)
@@ -31,5 +32,5 @@ with DAG(
     tags=["skyops", "gw"],
 ) as dag:
     run = resolve_params()
-    exposure_group(cfg, run).expand(expnum=exposures_of(run))
+    exposure_pipeline(cfg, run, exposures_of(run))
     add_verdict(dag)

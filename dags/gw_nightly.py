@@ -5,7 +5,8 @@ at 14:00 UTC on N+1). Params keep the original flags' meanings (``-n`` night, ``
 expnums, ``-b`` band, ``-c`` ccds, ``-r``/``-p``, ``-S`` season, ``-d`` destination, ``-m``
 schema, ``-C`` calibrate, ``-j`` skip SE, ``-O`` overwrite, ``-t`` template mode, ``-v``
 diffimg version, ``-F`` fullcopy); a bad one fails when the run is triggered. Then, per
-search exposure of the night, the per-CCD pipeline (see ``gw_exposure``), and a night summary.
+search exposure of the night, the per-CCD pipeline (see ``gw_exposure``; raw-only templates
+are SE'd once for the whole night), and a night summary.
 Past nights: ``airflow backfill create --dag-id gw_nightly --from-date ... --to-date ...``.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from skyops.campaigns.gw.config import GWNightlyConfig
 from skyops.config import load_campaign_config
 from skyops.operators.compute import ComputeOperator
 from skyops.operators.desdm import DesdmQueryOperator
-from skyops.operators.gw import GROUP, P, dag_params, exposure_group, resolve_params
+from skyops.operators.gw import GROUP, P, dag_params, exposure_pipeline, resolve_params
 from skyops.operators.verdict import add_verdict
 
 cfg = load_campaign_config("gw_nightly", GWNightlyConfig)
@@ -86,7 +87,7 @@ with DAG(
                       "bands": ["{{ " + P + "['band'] }}"]})
     run >> night
     expnums = pick_exposures(run, night.output)
-    exposures = exposure_group(cfg, run).expand(expnum=expnums)
+    exposures = exposure_pipeline(cfg, run, expnums)
     truth = DesdmQueryOperator(task_id="q_truth", query="files_by_name", query_params={"names": ["transients.fits"]},
                                unit="{{ " + P + "['night'] }}")
     run >> truth

@@ -44,6 +44,15 @@ The queries
     footprints come from its own ``red_immask`` IMAGE rows, so it must have been processed.
     ``tag`` restricts both search and template images to tagged attempts (pass it when
     exposures were processed more than once, or rows repeat).
+``raw_templates(expnum, min_days_separation=15, min_t_eff=0.3, max_separation_deg=2.2)``
+    Templates that exist only as raw exposures (DESDM never processed them, so ``templates``
+    cannot see them): earlier exposures in the search exposure's band with a raw file, the same
+    date and t_eff cuts, no ``red_immask`` image, pointed within ``max_separation_deg`` of the
+    search exposure (its EXPOSURE row: it need not have been processed). Their raw files
+    (``ccdnum`` NULL) and the master calibrations of their nights (``cal_biascor``,
+    ``cal_norm_dflatcor`` in the band, ``cal_bpm``; ``expnum`` NULL), ordered by nite,
+    filetype, filename. Which of their CCDs overlap which search CCD is for the caller to say
+    from the raw headers (``skyops.campaigns.gw.plan``); BLACKLIST is not applied here.
 ``files_by_name(names)``
     Any archived files by name. Oracle refuses IN lists over 1,000 items, so the names are
     split into expanding binds of at most :data:`IN_LIST_MAX` each (``filename IN (...) OR
@@ -773,6 +782,80 @@ _register(NamedQuery(
                      "filetypes": list(CALIBRATION_FILETYPES)},
     columns=FILE_COLUMNS + ("ccdnum", "band", "nite"),
     display=("filetype", "ccdnum", "band"),
+))
+
+
+#: raw_templates: (pi/180)^2 / 2, so that 1 - dec^2 (deg) * this is a lower bound of cos(dec).
+_HALF_RAD2 = (math.pi / 180.0) ** 2 / 2.0
+
+
+def _raw_templates(t: Tables, p: dict[str, Any]) -> sa.Select:
+    """Raw-only template exposures near the search pointing, and their nights' calibrations.
+
+    ``search``: the search exposure's band, date and pointing (its EXPOSURE row: it need not
+    have been processed). ``cand``: earlier exposures in the band with a raw file, the t_eff
+    cut, no red_immask image, and a pointing within ``max_separation_deg``: in Dec exactly, in
+    RA through ``|dRA| (1 - dec^2/2) <= max_separation_deg`` -- ``1 - x^2/2 <= cos x``, so no
+    template is lost, and no trigonometry is needed in SQL (SQLite may lack it). Their raw
+    files, then the MISCFILE calibrations of their nights, in one manifest.
+    """
+    se, te, img, m = t.exposure.alias("se"), t.exposure.alias("te"), t.image, t.miscfile
+    search = (sa.select(se.c.band, se.c.mjd_obs, se.c.ra_cent, se.c.dec_cent)
+              .where(se.c.expnum == _bp("expnum")).cte("search"))
+    max_sep = _bp("max_separation_deg", sa.Double)
+    cos_low = 1.0 - search.c.dec_cent * search.c.dec_cent * _bp("half_rad2", sa.Double)
+    dra = _ra_delta(te.c.ra_cent, search.c.ra_cent)
+    cand = (
+        sa.select(te.c.expnum, te.c.filename, te.c.nite, te.c.band, te.c.mjd_obs, te.c.t_eff, te.c.ra_cent,
+                  te.c.dec_cent)
+        .select_from(search.join(te, te.c.band == search.c.band))
+        .where(
+            te.c.filename.is_not(None),
+            te.c.mjd_obs <= search.c.mjd_obs - _bp("min_days_separation", sa.Double),
+            te.c.t_eff >= _bp("min_t_eff", sa.Double),
+            te.c.dec_cent >= search.c.dec_cent - max_sep,
+            te.c.dec_cent <= search.c.dec_cent + max_sep,
+            sa.or_(cos_low <= 0.0, sa.func.abs(dra) * cos_low <= max_sep),
+            ~sa.exists().where(img.c.expnum == te.c.expnum, img.c.filetype == _bp("image_filetype")),
+        )
+        .cte("cand")
+    )
+    raws = (
+        sa.select(*_file_columns(t), cand.c.expnum, cand.c.nite, cand.c.band,
+                  sa.cast(sa.null(), sa.Integer).label("ccdnum"), cand.c.mjd_obs, cand.c.t_eff, cand.c.ra_cent,
+                  cand.c.dec_cent)
+        .select_from(_join_files(t, cand, cand.c.filename))
+    )
+    cals = (
+        sa.select(*_file_columns(t), sa.cast(sa.null(), sa.Integer).label("expnum"), m.c.nite, m.c.band,
+                  m.c.ccdnum, *(sa.cast(sa.null(), sa.Double).label(c)
+                                for c in ("mjd_obs", "t_eff", "ra_cent", "dec_cent")))
+        .select_from(_join_files(t, m, m.c.filename))
+        .where(m.c.nite.in_(sa.select(cand.c.nite)), m.c.filetype.in_(_bp("filetypes", expanding=True)),
+               sa.or_(m.c.band.is_(None), m.c.band == sa.select(search.c.band).scalar_subquery()))
+    )
+    u = sa.union_all(raws, cals).subquery("u")
+    return sa.select(*u.c).order_by(binary_order(u.c.nite), binary_order(u.c.filetype),
+                                    binary_order(u.c.filename))
+
+
+_register(NamedQuery(
+    name="raw_templates",
+    description="Template exposures that exist only raw (no red_immask): earlier, same band, near the "
+                "search pointing, t_eff cut; their raw files and their nights' calibrations.",
+    params=(
+        Param("expnum", "int", "search exposure number, e.g. 668439"),
+        Param("min_days_separation", "float", "templates at least this many days earlier", 15.0),
+        Param("min_t_eff", "float", "minimum EXPOSURE.T_EFF of a template", 0.3),
+        Param("max_separation_deg", "float", "pointings at most this far apart (DECam: 2.2 deg, two field radii)",
+              2.2),
+        _archive_param(),
+    ),
+    build=_raw_templates,
+    binds=lambda p: {**{k: v for k, v in p.items() if v is not None}, "half_rad2": _HALF_RAD2,
+                     "image_filetype": SE_IMAGE_FILETYPE, "filetypes": list(CALIBRATION_FILETYPES)},
+    columns=FILE_COLUMNS + ("expnum", "nite", "band", "ccdnum", "mjd_obs", "t_eff", "ra_cent", "dec_cent"),
+    display=("expnum", "nite", "ccdnum", "t_eff"),
 ))
 
 

@@ -10,7 +10,8 @@ Entry points
 ::
 
     create_archive(preset="demo", seed=42, config=None, root=None, progress=None,
-                   *, workers=1, register=True, parts=None, **overrides) -> ArchiveSummary
+                   *, workers=1, register=True, parts=None, ccds=None, raw_only_templates=False,
+                   **overrides) -> ArchiveSummary
     TileSurvey(preset="demo", seed=42, **overrides).build(root) -> TileBuildResult   # DES tiles
     KredField(preset.kred, seed).render_ccd(expnum, ccdnum); kredtree.build_field(field, root)
     Survey(preset="demo", seed=42, **overrides)          # plan + catalogs + rendering

@@ -74,14 +74,16 @@ def root_path(root: str | Path) -> Path:
 def create_archive(preset: str | Preset = "demo", seed: int = 42, config: Any = None, root: str | Path | None = None,
                    progress: Progress | None = None, *, workers: int = 1, register: bool = True,
                    parts: str | Iterable[str] | None = None, ccds: Iterable[int] | None = None,
-                   **overrides: object) -> ArchiveSummary:
+                   raw_only_templates: bool | Iterable[int] = False, **overrides: object) -> ArchiveSummary:
     """Build the ``preset`` survey with ``seed`` under the archive root and register it.
 
     ``config`` is a :class:`~skyops.config.PlatformConfig` (default: the platform's); ``root``
     overrides its ``archive.root``. ``progress(stage, done, total)`` is called as CCDs are
     written. ``register=False`` writes files only. ``parts`` picks the survey parts (``gw``,
     ``tiles``, ``kred``, or ``"all"``; default the preset's ``parts``). ``ccds`` builds only those
-    CCDs of the GW survey's exposures (default all 62). Extra keywords
+    CCDs of the GW survey's exposures (default all 62). ``raw_only_templates`` (True, or
+    template expnums) builds those GW templates as raw exposures + night calibrations without
+    finalcut products (see :class:`~skyops.sim.survey.Survey`). Extra keywords
     override the preset (``noise=False``, ``ccd_shape=(64, 128)`` ...).
     """
     from skyops.config import platform_config
@@ -89,7 +91,7 @@ def create_archive(preset: str | Preset = "demo", seed: int = 42, config: Any = 
     t0 = time.perf_counter()
     cfg = config if config is not None else platform_config()
     cfg = cfg.resolved("create_archive config")
-    survey = Survey(preset, seed, **overrides)
+    survey = Survey(preset, seed, raw_only_templates=raw_only_templates, **overrides)
     want = resolve_parts(parts, survey.preset)
     root_url = str(root) if root is not None else cfg.archive.root
     base = root_path(root_url)

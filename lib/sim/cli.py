@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-register", action="store_true", help="write files only; no archive database rows")
     p.add_argument("--noiseless", action="store_true", help="no Poisson/read noise (truth tests)")
     p.add_argument("--ccd-shape", metavar="NXxNY", help="override the preset's CCD size, e.g. 64x128")
+    p.add_argument("--raw-only-templates", action="store_true",
+                   help="GW templates as raw exposures + calibrations, without finalcut products")
     p.add_argument("--workers", type=int, default=1, help="processes rendering CCDs in parallel (default 1)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -79,7 +81,8 @@ def run_build(args: argparse.Namespace) -> int:
             bar.update(tasks[stage], completed=done)
 
         summary = create_archive(args.preset, args.seed, cfg, args.root, progress, workers=args.workers,
-                                 register=not args.no_register, **overrides)
+                                 register=not args.no_register, raw_only_templates=args.raw_only_templates,
+                                 **overrides)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=1, default=str))
         return 0

@@ -4,8 +4,9 @@ What goes where (tables of :mod:`skyops.archive.schema`):
 
 ==================  ===========================================================================
 ops_archive         the archive root (``file://...``) under its name (``desar2home``)
-pfw_attempt         one finalcut attempt per exposure (reqnum, unitname ``D00668439``, attnum,
-                    archive_path) and one precal attempt per calibrated night (unitname = nite)
+pfw_attempt         one finalcut attempt per processed exposure (reqnum, unitname ``D00668439``,
+                    attnum, archive_path; none for a raw-only template) and one precal attempt
+                    per calibrated night (unitname = nite)
 pfw_attempt_val     ``sim_preset``, ``sim_seed``, ``campaign`` of each attempt
 proctag             the night's tags (``Y4N_FINALCUT``, ``Y3A1_FINALCUT``) on finalcut attempts
 desfile +           every file written: raw, red_immask, cal_biascor, cal_norm_dflatcor,
@@ -110,11 +111,13 @@ def _attempt_keys(survey: Survey) -> list[dict[str, Any]]:
     """(reqnum, unitname, attnum) of every attempt the survey's files belong to."""
     out = []
     for s in survey.exposures.values():
+        if not survey.has_finalcut(s.expnum):  # a raw-only template: DESDM never processed it
+            continue
         out.append({"reqnum": s.reqnum, "unitname": s.unitname, "attnum": s.attnum, "kind": "finalcut",
                     "archive_path": layout.finalcut_archive_path(s), "nite": s.nite, "campaign": s.campaign,
                     "tags": s.tags})
     for nite in survey.nites:
-        if survey.night(nite).raw:
+        if survey.night_has_raw(nite):
             cal = survey.calib_run(nite)
             out.append({"reqnum": cal.reqnum, "unitname": cal.nite, "attnum": cal.attnum, "kind": "precal",
                         "archive_path": layout.precal_path(cal), "nite": nite, "campaign": "PRECAL", "tags": ()})

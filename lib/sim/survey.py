@@ -10,6 +10,7 @@ renders and writes any exposure, night or the whole survey under an archive root
     s.make_exposure(668439, root, ccds=[1, 28])  # red_immask files (+ raw MEF) + per-exposure truth
     s.make_night("20170817", root)               # calibrations + every exposure of the night
     s.build(root)                                # catalogs, every night, merged truth tables
+    Survey("demo", 42, raw_only_templates=True)  # templates as raw + night calibrations, no finalcut
 
 A CCD's pixels depend only on (seed, preset, expnum, ccdnum): building CCDs alone, in
 another order or in worker processes gives byte-identical files.
@@ -98,9 +99,16 @@ class Survey:
     Keyword overrides change the preset (``ccd_shape``, ``star_density``, ...) or its
     :class:`~skyops.sim.exposure.SimOptions` (``noise=False``, ``defects=False``,
     ``astrometric_offset_sigma=0`` ...).
+
+    ``raw_only_templates``: template exposures that DESDM never processed (True: every
+    template exposure; or their expnums). They are written as raw exposures with their night's
+    master calibrations, and without finalcut products (no red_immask, IMAGE or ZEROPOINT
+    rows): the GW campaign must run SE on them before differencing. Their pixels are those of
+    the same exposures in the default survey; every other exposure is unchanged, byte for byte.
     """
 
-    def __init__(self, preset: str | Preset = "demo", seed: int = 42, **overrides: object) -> None:
+    def __init__(self, preset: str | Preset = "demo", seed: int = 42, *,
+                 raw_only_templates: bool | Iterable[int] = False, **overrides: object) -> None:
         p = get_preset(preset)
         if overrides:
             p = p.replace(**overrides)
@@ -109,6 +117,7 @@ class Survey:
         self.preset = p
         self.seed = int(seed)
         self.fp = FocalPlane(p.ccd_shape)
+        self.raw_only: frozenset[int] = _raw_only_expnums(p, raw_only_templates)
         self.exposures: dict[int, ExposureSpec] = self._plan()
         self._transients: dict[str, np.ndarray] = {}
         self._scenes: dict[int, ExposureScene] = {}
@@ -138,8 +147,8 @@ class Survey:
                     transparency=round(g.uniform(*(night.transparency_range or p.transparency_range)), 4),
                     sky_factor=round(g.uniform(*(night.sky_factor_range or p.sky_factor_range)), 4),
                     sky_gradient=(round(float(g.normal(0, 0.01)), 5), round(float(g.normal(0, 0.01)), 5)),
-                    campaign=night.campaign, reqnum=night.reqnum, attnum=night.attnum, raw=night.raw,
-                    tags=night.tags,
+                    campaign=night.campaign, reqnum=night.reqnum, attnum=night.attnum,
+                    raw=night.raw or expnum in self.raw_only, tags=night.tags,
                 )
         return dict(sorted(out.items(), key=lambda kv: (kv[1].mjd_obs, kv[0])))
 
@@ -164,6 +173,14 @@ class Survey:
     def night_exposures(self, nite: str) -> list[ExposureSpec]:
         self.night(nite)
         return [s for s in self.exposures.values() if s.nite == str(nite)]
+
+    def has_finalcut(self, expnum: int) -> bool:
+        """Whether DESDM processed the exposure (red_immask CCDs); not so for raw-only templates."""
+        return int(expnum) not in self.raw_only
+
+    def night_has_raw(self, nite: str) -> bool:
+        """Whether the night has raw exposures, and so master calibrations, in the archive."""
+        return self.night(nite).raw or any(s.raw for s in self.night_exposures(nite))
 
     def calib_run(self, nite: str) -> layout.CalibRun:
         n = self.night(nite)
@@ -238,6 +255,7 @@ class Survey:
                       raw: bool | None = None, workers: int = 1, progress: Progress | None = None) -> ExposureResult:
         """Write the exposure's red_immask CCDs (and its raw MEF) under ``root``, with its truth.
 
+        A raw-only template (``raw_only_templates``) gets its raw MEF and no red_immask.
         With ``ccds`` only those CCDs are built (the raw MEF then holds only their HDUs, and
         the exposure's truth files only their rows). ``workers > 1`` renders CCDs in forked
         processes; the bytes are the same.
@@ -246,14 +264,18 @@ class Survey:
         root = Path(root)
         ccd_list = _ccd_list(self.fp, ccds)
         want_raw = spec.raw if raw is None else bool(raw)
+        want_red = self.has_finalcut(expnum)
+        if not (want_raw or want_red):
+            raise SimulationError(f"exposure {expnum} is a raw-only template: raw=False would write nothing")
         scene = self.scene(expnum)
         files: list[products.WrittenFile] = []
         truth_rows, objects, trans = [], [], []
         writer = products.RawWriter(root, spec) if want_raw else None
         timings = {"render": 0.0, "write": 0.0}
         try:
-            for i, job in enumerate(_run_jobs(scene, root, ccd_list, want_raw, workers)):
-                files.append(job.red)
+            for i, job in enumerate(_run_jobs(scene, root, ccd_list, want_raw, workers, want_red)):
+                if job.red is not None:
+                    files.append(job.red)
                 t = time.perf_counter()
                 if writer is not None:
                     writer.add(job.raw_hdu)
@@ -303,8 +325,7 @@ class Survey:
                    progress: Progress | None = None) -> NightResult:
         """Calibrations (for a raw night) and every exposure of the night."""
         nite = str(nite)
-        plan = self.night(nite)
-        cals = self.make_calibrations(nite, root, ccds=ccds, progress=progress) if plan.raw else []
+        cals = self.make_calibrations(nite, root, ccds=ccds, progress=progress) if self.night_has_raw(nite) else []
         exps = [self.make_exposure(s.expnum, root, ccds=ccds, workers=workers, progress=progress)
                 for s in self.night_exposures(nite)]
         return NightResult(nite, cals, exps)
@@ -399,6 +420,8 @@ class Survey:
         af = layout.truth("survey.json")
         doc = {"format": FORMAT_VERSION, "seed": self.seed, "preset": _jsonable(asdict(self.preset)),
                "exposures": [s.as_dict() for s in self.exposures.values()], "refcat": self.refcat_name}
+        if self.raw_only:  # only then: the default survey's manifest stays byte for byte as it was
+            doc["raw_only_templates"] = sorted(self.raw_only)
         from skyops.fileio import atomic_open
 
         with atomic_open(root / af.relpath, "w") as f:
@@ -409,7 +432,7 @@ class Survey:
 # -------------------------------------------------------------------- CCD jobs
 @dataclass
 class _Job:
-    red: products.WrittenFile
+    red: products.WrittenFile | None  # None for a raw-only template
     raw_hdu: HDU | None
     truth: np.void
     objects: np.ndarray
@@ -421,30 +444,31 @@ class _Job:
 _WORKER_STATE: dict[str, object] = {}
 
 
-def _job(scene: ExposureScene, root: Path, ccdnum: int, raw: bool) -> _Job:
+def _job(scene: ExposureScene, root: Path, ccdnum: int, raw: bool, red_immask: bool = True) -> _Job:
     t0 = time.perf_counter()
     prod = render_ccd(scene, ccdnum, raw)
     t1 = time.perf_counter()
-    red = products.write_red_immask(root, scene.spec, prod)
+    red = products.write_red_immask(root, scene.spec, prod) if red_immask else None
     hdu = products.raw_hdu(scene.spec, prod) if raw else None
     return _Job(red, hdu, prod.truth, prod.objects, prod.transients, t1 - t0, time.perf_counter() - t1)
 
 
-def _worker(args: tuple[int, bool]) -> _Job:
+def _worker(args: tuple[int, bool, bool]) -> _Job:
     return _job(_WORKER_STATE["scene"], _WORKER_STATE["root"], *args)  # type: ignore[arg-type]
 
 
-def _run_jobs(scene: ExposureScene, root: Path, ccds: Sequence[int], raw: bool, workers: int) -> Iterable[_Job]:
+def _run_jobs(scene: ExposureScene, root: Path, ccds: Sequence[int], raw: bool, workers: int,
+              red_immask: bool = True) -> Iterable[_Job]:
     """CCD jobs in CCD order, serially or in forked worker processes (which inherit the scene)."""
     if workers <= 1 or len(ccds) < 2:
         for c in ccds:
-            yield _job(scene, root, c, raw)
+            yield _job(scene, root, c, raw, red_immask)
         return
     _WORKER_STATE.update(scene=scene, root=root)
     try:
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            yield from pool.map(_worker, [(c, raw) for c in ccds])
+            yield from pool.map(_worker, [(c, raw, red_immask) for c in ccds])
     finally:
         _WORKER_STATE.clear()
 
@@ -455,6 +479,23 @@ def _ccd_list(fp: FocalPlane, ccds: Iterable[int] | None) -> list[int]:
     out = sorted({int(c) for c in ccds})
     for c in out:
         fp.ccd(c)
+    return out
+
+
+def _raw_only_expnums(preset: Preset, wanted: bool | Iterable[int]) -> frozenset[int]:
+    """The template expnums to build raw-only (``Survey(raw_only_templates=...)``)."""
+    templates = {e for n in preset.nights if n.kind != SEARCH for e in n.expnums}
+    if wanted is True:
+        return frozenset(templates)
+    if wanted is False or wanted is None:
+        return frozenset()
+    try:
+        out = frozenset(int(e) for e in wanted)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise SimulationError(f"raw_only_templates must be True, False or template expnums, got {wanted!r}") from None
+    if out - templates:
+        raise SimulationError(f"raw_only_templates: {sorted(out - templates)} are not template exposures of preset "
+                              f"{preset.name!r}; its templates are {sorted(templates)}")
     return out
 
 

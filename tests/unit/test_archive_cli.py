@@ -49,7 +49,7 @@ def test_query_errors_exit_2_with_the_message(tmp_path: Path, capsys: pytest.Cap
     assert main(["archive", "query", "nope", "--url", url]) == 2
     assert capsys.readouterr().err.strip() == (
         "skyops: error: unknown archive query 'nope'; known queries: coadd_files, files_by_name, "
-        "night_calibrations, night_exposures, raw_exposure, reference_catalog, se_sources, templates, "
+        "night_calibrations, night_exposures, raw_exposure, raw_templates, reference_catalog, se_sources, templates, "
         "tile_geometry, tiles_in_box (list them with: skyops archive queries)"
     )
     assert main(["archive", "query", "templates", "-p", "expnum=abc", "--url", url]) == 2

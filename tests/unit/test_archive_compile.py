@@ -25,6 +25,8 @@ PARAMS: dict[str, dict[str, Any]] = {
     "night_exposures": {"nite": "20170817", "program": "gwprog", "bands": ["gg", "rr", "ii"]},
     "templates": {"expnum": 668439, "ccdnum": 37, "min_days_separation": 17.25, "min_t_eff": 0.4375,
                   "tag": "Y6A1_FINALCUT", "archive_name": "desar2home_x"},
+    "raw_templates": {"expnum": 668439, "min_days_separation": 17.25, "min_t_eff": 0.4375,
+                      "max_separation_deg": 1.875, "archive_name": "desar2home_x"},
     "files_by_name": {"names": [f"D00{i:06d}_r_c01_immasked.fits" for i in range(30)]},
     "raw_exposure": {"expnum": 668439},
     "night_calibrations": {"nite": "20170817", "band": "zz"},
@@ -38,6 +40,8 @@ PLACEHOLDERS: dict[str, list[str]] = {
     "se_sources": [":tilename", ":band", ":tag", ":zp_source", ":zp_version", ":archive_name"],
     "night_exposures": [":nite", ":program", ":bands_1", ":bands_2", ":bands_3", ":archive_name"],
     "templates": [":expnum", ":ccdnum", ":min_days_separation", ":min_t_eff", ":tag", ":archive_name"],
+    "raw_templates": [":expnum", ":min_days_separation", ":min_t_eff", ":max_separation_deg", ":half_rad2",
+                      ":image_filetype", ":filetypes_1", ":filetypes_3", ":archive_name"],
     "files_by_name": [":names_0_1", ":names_0_30", ":archive_name"],
     "raw_exposure": [":expnum", ":archive_name"],
     "night_calibrations": [":nite", ":band", ":filetypes_1", ":filetypes_3", ":archive_name"],
@@ -137,7 +141,7 @@ def test_unknown_query(unreachable: sa.Engine) -> None:
         run_query(unreachable, "coaddsrc", tilename="x")
     assert str(info.value) == (
         "unknown archive query 'coaddsrc'; known queries: coadd_files, files_by_name, "
-        "night_calibrations, night_exposures, raw_exposure, reference_catalog, se_sources, templates, "
+        "night_calibrations, night_exposures, raw_exposure, raw_templates, reference_catalog, se_sources, templates, "
         "tile_geometry, tiles_in_box (list them with: skyops archive queries)"
     )
     assert info.value.exit_code == 2
