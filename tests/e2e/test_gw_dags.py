@@ -82,9 +82,9 @@ def test_gw_nightly_demo_night(run_dag, demo_archive, fast_retries, tmp_path):
         assert abs(m["astrom_ddec_arcsec"] - row["astrom_ddec_arcsec"]) < 0.02
         assert m["astrom_rms_arcsec"] < 0.05
 
-    # Zeropoints against the truth. On these small, crowded demo CCDs (256x512, 60,000
-    # stars/deg2) neighbour light in the total aperture costs up to ~0.02 mag on a CCD; the
-    # 0.01 mag per-CCD requirement is checked on 512x1024 CCDs in test_gw_se_pipeline.py.
+    # Zeropoints against the truth, 0.01 mag per CCD as the issue asks, on these crowded
+    # demo CCDs too (gw.calibrate rejects blended stars; test_gw_se_pipeline.py checks the six
+    # CCDs of the gw-demo exposure that were worst before that).
     zps = [p for p in store.run_files(dr.run_id, filetype="bliss_zeropoint")]
     assert len(zps) == 3
     errors = []
@@ -92,7 +92,7 @@ def test_gw_nightly_demo_night(run_dag, demo_archive, fast_retries, tmp_path):
         for r in fitsio.read(p, ext="ZEROPOINT"):
             true = ccds[(ccds["expnum"] == r["expnum"]) & (ccds["ccdnum"] == r["ccdnum"])][0]["mag_zero"]
             errors.append(r["mag_zero"] - true)
-    assert len(errors) == 6 and max(map(abs, errors)) < 0.03 and abs(np.median(errors)) < 0.01, errors
+    assert len(errors) == 6 and max(map(abs, errors)) < 0.01, errors
 
     db = ArchiveDB.from_config()
     with db.connect() as c:
