@@ -14,8 +14,9 @@ default; ``create_archive(..., parts=ALL_PARTS)`` builds them all):
 ``gw``    the nights above (always the core survey).
 ``tiles`` DES coadd tiles for Balrog (:class:`~skyops.sim.tiles.TilePlan`): demo
           ``DES0239+0216`` and ``DES0000+0209`` (straddles RA 0), 0.05 deg tiles (684 pixels
-          at DES's 0.263"/pixel; DES: 0.7304 deg = 10000 pixels), g r i z, 2 epochs, about 20
-          demo CCDs per exposure, each with red_immask + red_bkg + red_segmap + psfex_model.
+          at DES's 0.263"/pixel; DES: 0.7304 deg = 10000 pixels), g r i z, 2 epochs, about 8
+          CCDs of 256 x 512 per exposure (``TilePlan.ccd_shape``; 20,000 stars/deg2), each with
+          red_immask + red_bkg + red_segmap + psfex_model.
 ``kred``  the kred Magellanic field ``LMC_c42`` (:class:`~skyops.sim.kred.KredPlan`):
           N662/N673/r x 30 s/400 s x 2 dithers = 12 InstCal MEFs of 6 CCDs (256 x 512 in the
           demo), 4 tiles T01-T04 of 0.03 deg, diffuse emission + stars + per-exposure offsets.
@@ -144,7 +145,11 @@ PRESETS: dict[str, Preset] = {
         star_mag_range=(15.0, 21.5),
         galaxy_mag_range=(19.0, 24.5),
         transients_per_ccd=1.5,
-        tiles=TilePlan(),
+        # Balrog's demo tiles: 256x512 CCDs (4x the area of the GW demo's) so that PSFEx finds
+        # 7+ stars on every CCD at 20,000 stars/deg2 (g 17-21.5, all bright enough for PSFEx)
+        # instead of 150,000 on 128x256 CCDs, a field so crowded that ~12% of bright
+        # injections blended with real stars. DES high-latitude fields: a few thousand/deg2.
+        tiles=TilePlan(ccd_shape=(256, 512), star_density=20_000.0, star_mag_range=(17.0, 21.5)),
         kred=KredPlan(),
     ),
     "bench": Preset(

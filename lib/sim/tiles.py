@@ -5,7 +5,7 @@ minutes, Dec in degrees and arcminutes): 10000 x 10000 pixels at 0.263"/pixel (0
 in the real survey. A simulated tile sits exactly where its name points (``DES0239+0216``
 is centred on RA 39.75, Dec +2.2667) and keeps DES's pixel scale, but its size is the
 :class:`TilePlan` knob ``tile_size_deg``: 0.05 deg (684 pixels) in the demo preset, so that a
-tile is covered by ~20 small demo CCDs per exposure, and DES's 0.7304 deg in ``bench``.
+tile is covered by ~8 demo CCDs (256 x 512) per exposure, and DES's 0.7304 deg in ``bench``.
 
 Geometry follows DESDM's conventions (:mod:`skyops.archive.schema`): CRPIX at the centre,
 ``CD1_1 = -scale`` (East to the left), ``CD2_2 = +scale``; corners in the same order as the
@@ -46,7 +46,8 @@ class TilePlan:
     Each epoch is one night on which every band is observed once per tile (``exptime`` s,
     pointing dithered around the tile centre by ``dither_deg`` per axis, 1 sigma), so a tile
     gets ``len(epochs)`` exposures per band. The tile survey has its own source densities
-    (dense enough that PSFEx finds stars on every small demo CCD) and leaves a small smooth
+    (dense enough that PSFEx finds stars on every small demo CCD), its own CCD size if
+    ``ccd_shape`` is set (else the preset's), and leaves a small smooth
     residual background in the reduced images (``bkg_residual`` x sky, 1 sigma per
     coefficient), which the ``red_bkg`` maps measure and Balrog-like pipelines must remove.
     """
@@ -68,6 +69,7 @@ class TilePlan:
     galaxy_mag_range: tuple[float, float] = (19.0, 24.5)
     bkg_residual: float = 0.01
     psfvar_degrees: int = 1  # PSFEx PSFVAR_DEGREES (DES uses 2 on full-size CCDs)
+    ccd_shape: tuple[int, int] | None = None  # CCD size of the tile exposures; None: the preset's
 
     def expnum(self, epoch: int, tile: int, band: int) -> int:
         return self.first_expnum + 1000 * epoch + len(self.bands) * tile + band

@@ -137,6 +137,7 @@ def tile_preset(base: Preset, tiles: list[Tile], seed: int) -> Preset:
     return dataclasses.replace(
         base, name=f"{base.name}-tiles", description=f"DES tiles {', '.join(plan.tilenames)} of preset {base.name}",
         fields=tuple(Field(t.name, t.ra, t.dec) for t in tiles), nights=tuple(nights),
+        ccd_shape=plan.ccd_shape or base.ccd_shape,
         star_density=plan.star_density, galaxy_density=plan.galaxy_density, star_mag_range=plan.star_mag_range,
         galaxy_mag_range=plan.galaxy_mag_range, transients_per_ccd=0.0, tiles=None, kred=None, parts=("gw",))
 

@@ -1,11 +1,11 @@
 """The Balrog data path on a demo tile: prep, coadd, MEDS, injection, realization coadd, matching.
 
-One demo tile (DES0239+0216, g r i z, two epochs: ~40 single-epoch 128x256 CCDs per band, with
+One demo tile (DES0239+0216, g r i z, two epochs: ~15 single-epoch 256x512 CCDs per band, with
 the real SExtractor/PSFEx products) is built into a SQLite archive once for the module; the steps
 run through :func:`run_step` (validation, atomic outputs, result.json) with the real SWarp,
 SExtractor and PSFEx. Realization 0 injects noiseless objects (``noise: none``) on a 20 arcsec grid
 with magnitudes flat in 19-24, so the injected light can be measured exactly in the images and
-enough objects are brighter than the depth for a completeness figure.
+enough objects are brighter than the depth for a completeness figure (~45 at depth - 1).
 """
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def test_every_step_succeeds_and_records_its_outputs(tile: Tile):
         assert r.ok, f"{key}: {r.error}"
     assert len(tile.results) == 6
     prep = tile.results["prep"]
-    assert all(prep.metrics[f"n_images_{b}"] > 20 for b in "griz")
+    assert all(prep.metrics[f"n_images_{b}"] >= 10 for b in "griz")
     assert {Path(p) for p in tile.results["meds"].output_paths("meds")} == {tile.base.meds(b) for b in "griz"}
     # the original directory layout: $MEDS_DIR/<medsconf>/<tile>/ and balrog_images/<r>/<medsconf>/<tile>/
     assert tile.base.tile_dir == tile.meds_dir / MEDSCONF / TILE
@@ -244,9 +244,18 @@ def test_recovery_completeness_one_magnitude_above_the_depth(tile: Tile):
     summary = json.loads(tile.real.match_summary().read_text())
     depth = summary["depth_5sigma"]["i"]
     assert 21.5 < depth < 24.5  # two 90 s epochs of demo CCDs
-    assert summary["n_bright_isolated"] >= 15
+    # The requirement: >= 95% of the injections 1 mag brighter than the depth are detected -- all of them,
+    # blends with real objects included (a blend whose detection is the real object, or whose position
+    # is pulled more than 0.5" off the injection, counts as missed, as in Balrog).
+    assert summary["n_bright"] >= 40
+    assert summary["completeness_bright"] >= 0.95, summary
+    assert summary["n_bright_isolated"] >= 30
     assert summary["completeness_bright_isolated"] >= 0.95, summary
-    assert summary["completeness_bright"] >= 0.8, summary  # blends with real objects included
+    tab = fitsio.read(str(tile.real.match()))
+    bright = tab[tab["covered"] & (tab["mag_i"] <= depth - 1.0)]
+    assert len(bright) == summary["n_bright"] and bright["matched"].mean() == summary["completeness_bright"]
+    # every miss is accounted for: merged into a real object's detection, blended off, or not detected
+    assert sum(summary["bright_misses"].values()) == (~bright["matched"]).sum()
     faint = [c for e, c in zip(summary["completeness_bins"]["edges"], summary["completeness_bins"]["completeness"])
              if e >= depth + 0.5 and c is not None]
     assert faint and max(faint) < 0.5  # and it can fail: objects past the depth are mostly lost
@@ -256,7 +265,6 @@ def test_recovery_completeness_one_magnitude_above_the_depth(tile: Tile):
         assert abs(summary["colors"][col]["median_offset"]) < 0.1, summary["colors"]
     for name in ("completeness", "flux_bias", "colors", "positions"):
         assert tile.real.plot(name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    tab = fitsio.read(str(tile.real.match()))
     assert (tab["sep_arcsec"][tab["matched"]] <= 0.5).all()
 
 

@@ -95,7 +95,7 @@ def test_footprint_overlap_handles_ra_zero():
 def test_every_image_has_its_three_auxiliary_files_in_desdm_layout(built):
     ts, root, res = built
     images = [wf for wf in res.files if wf.file.filetype == "red_immask"]
-    assert len(images) == len(res.ccds) > 20
+    assert len(images) == len(res.ccds) > 8  # 2 exposures of ~6 demo-tile CCDs (256x512) over a 0.03 deg tile
     assert {wf.meta["expnum"] for wf in images} == set(ts.survey.exposures)
     for wf in images:
         spec = ts.survey.exposure(wf.meta["expnum"])

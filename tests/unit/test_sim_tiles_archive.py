@@ -22,7 +22,9 @@ from skyops.sim.presets import PRESETS
 from skyops.sim.tiles import footprints_overlap
 
 SEED = 23
-PLAN = dataclasses.replace(PRESETS["demo"].tiles, bands=("r", "z"), epochs=("20131020",), tile_size_deg=0.025)
+# small CCDs (and the star density PSFEx needs on them), so that several images straddle RA 0 on a 0.025 deg tile
+PLAN = dataclasses.replace(PRESETS["demo"].tiles, bands=("r", "z"), epochs=("20131020",), tile_size_deg=0.025,
+                           ccd_shape=(128, 256), star_density=150_000.0, star_mag_range=(16.0, 22.5))
 TAG = "Y3A1_FINALCUT"
 
 

@@ -2,8 +2,12 @@
 
 Each injected object (truth ``OBJECTS``) is matched to the nearest detection of the
 realization's dual-mode catalog within ``match_radius`` (0.5 arcsec), one detection per object.
-A match that also lies within the radius of a detection of the *base* tile is flagged
-``preexisting``: the object landed on a real one, and the photometry is a blend. Objects where
+A detection's position is where it was *detected*: its barycentre on the detection image
+(``X_IMAGE``/``Y_IMAGE``, on the tile's pixel grid and the same in every band's dual-mode
+catalog), not one band's windowed centroid, which for a faint or red object in a shallow band
+can stray past the radius although the object was found. A match that also lies within the
+radius of a detection of the *base* tile is flagged ``preexisting``: the object landed on a real
+one, and the photometry is a blend. Objects where
 the detection image has no data (coadd holes between CCDs) are ``covered = False`` and left out
 of the statistics.
 
@@ -20,8 +24,13 @@ Reported (``match/<tile>_match_summary.json``, the step's metrics, and plots):
   the base should equal the matched, non-preexisting injections (their ratio is reported);
 - ``isolated`` objects, with no real object's pixel (base segmentation map) within ``isolation_radius``
   (1 arcsec) of their centre:
-  their completeness separates detection efficiency from blending with real objects (in the demo
-  tiles, dense enough in stars for PSFEx on small CCDs, ~10% of injections land on a real object);
+  their completeness separates detection efficiency from blending with real objects;
+- why the bright objects (depth - 1) that were missed were missed (``bright_misses``), from the
+  realization's segmentation map at the injected centre (column ``seg_number``): ``in_real_detection``
+  -- inside the footprint of a detection that is also in the base tile (the injection merged into a
+  real object, or lost in its light), ``in_other_detection`` -- inside a detection not in the base
+  tile whose position is more than ``match_radius`` away (a blend pulled off the injection), and
+  ``undetected`` -- no detection there at all;
 - colours: median measured minus true g-r, r-i, i-z of matched objects brighter than depth - 1.
 
 Plots (matplotlib, Agg): ``completeness.png``, ``flux_bias.png``, ``colors.png``, ``positions.png``.
@@ -57,17 +66,24 @@ def tile_xy(geom: dict[str, Any], ra: np.ndarray, dec: np.ndarray) -> tuple[np.n
     return np.asarray(x), np.asarray(y)
 
 
-def nearest(geom: dict[str, Any], ra: np.ndarray, dec: np.ndarray, cat_ra: np.ndarray, cat_dec: np.ndarray,
+def nearest(geom: dict[str, Any], x: np.ndarray, y: np.ndarray, cat_x: np.ndarray, cat_y: np.ndarray,
             radius_arcsec: float) -> tuple[np.ndarray, np.ndarray]:
-    """Index of the nearest catalog row within the radius (-1 if none) and its separation (arcsec)."""
+    """Index of the nearest catalog row within the radius (-1 if none) and its separation (arcsec).
+
+    Positions are FITS pixel coordinates on the tile's grid (truth ``x_tile``/``y_tile``, catalog
+    ``X_IMAGE``/``Y_IMAGE``).
+    """
     scale = float(geom["pixelscale"])
-    if len(cat_ra) == 0 or len(ra) == 0:
-        return np.full(len(ra), -1), np.full(len(ra), np.inf)
-    tx, ty = tile_xy(geom, ra, dec)
-    cx, cy = tile_xy(geom, cat_ra, cat_dec)
-    dist, idx = cKDTree(np.column_stack([cx, cy])).query(np.column_stack([tx, ty]), k=1)
+    if len(cat_x) == 0 or len(x) == 0:
+        return np.full(len(x), -1), np.full(len(x), np.inf)
+    dist, idx = cKDTree(np.column_stack([cat_x, cat_y])).query(np.column_stack([x, y]), k=1)
     sep = dist * scale
     return np.where(sep <= radius_arcsec, idx, -1), sep
+
+
+def detection_xy(cat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Tile pixel position of each detection on the detection image (dual mode: the same in every band)."""
+    return cat["X_IMAGE"].astype(float), cat["Y_IMAGE"].astype(float)
 
 
 def one_to_one(idx: np.ndarray, sep: np.ndarray) -> np.ndarray:
@@ -125,30 +141,45 @@ def clear_of(seg: np.ndarray, x: np.ndarray, y: np.ndarray, r_pix: float) -> np.
 
 def match_table(truth: np.ndarray, cats: dict[str, np.ndarray], base_cat: np.ndarray, geom: dict[str, Any],
                 det_wgt: np.ndarray, radius: float, base_seg: np.ndarray | None = None,
-                isolation_radius: float = 1.0) -> np.ndarray:
+                isolation_radius: float = 1.0, seg: np.ndarray | None = None) -> np.ndarray:
     """Truth rows with the match: det_number, sep_arcsec, matched, preexisting, covered, isolated, mag_auto_<b>...
 
     ``isolated``: no real object's pixel (``base_seg`` > 0) within ``isolation_radius`` arcsec of the centre.
+    ``seg_number``: the realization's detection (``seg``, its segmentation map) whose footprint holds the
+    centre (0: none; -1: no map); ``seg_in_base``: that detection is also one of the base tile's.
     """
     ref = next(iter(cats.values()))
-    idx, sep = nearest(geom, truth["ra"], truth["dec"], ref["ALPHAWIN_J2000"], ref["DELTAWIN_J2000"], radius)
+    x, y = tile_xy(geom, truth["ra"], truth["dec"])
+    idx, sep = nearest(geom, x, y, *detection_xy(ref), radius)
     idx = one_to_one(idx, sep)
     matched = idx >= 0
     pre = np.zeros(len(truth), bool)
     if matched.any() and len(base_cat):
-        m = ref[idx[matched]]
-        bidx, _ = nearest(geom, m["ALPHAWIN_J2000"], m["DELTAWIN_J2000"], base_cat["ALPHAWIN_J2000"],
-                          base_cat["DELTAWIN_J2000"], radius)
+        mx, my = detection_xy(ref[idx[matched]])
+        bidx, _ = nearest(geom, mx, my, *detection_xy(base_cat), radius)
         pre[matched] = bidx >= 0
-    x, y = tile_xy(geom, truth["ra"], truth["dec"])
     ix = np.clip(np.round(x).astype(int) - 1, 0, det_wgt.shape[1] - 1)
     iy = np.clip(np.round(y).astype(int) - 1, 0, det_wgt.shape[0] - 1)
     covered = (det_wgt[iy, ix] > 0) & (truth["n_epochs"] > 0)
     isolated = clear_of(base_seg, x, y, isolation_radius / float(geom["pixelscale"])) if base_seg is not None \
         else np.ones(len(truth), bool)
+    seg_number = np.full(len(truth), -1, np.int64)
+    seg_in_base = np.zeros(len(truth), bool)
+    if seg is not None:
+        inside = (ix == np.round(x).astype(int) - 1) & (iy == np.round(y).astype(int) - 1)
+        seg_number = np.where(inside, seg[iy, ix], 0).astype(np.int64)
+        if len(base_cat) and len(ref):
+            row = {int(n): k for k, n in enumerate(ref["NUMBER"])}
+            holder = np.array([row.get(int(n), -1) for n in seg_number])
+            has = holder >= 0
+            if has.any():
+                hx, hy = detection_xy(ref[holder[has]])
+                bidx, _ = nearest(geom, hx, hy, *detection_xy(base_cat), radius)
+                seg_in_base[has] = bidx >= 0
     cols: dict[str, np.ndarray] = {"matched": matched, "preexisting": pre, "covered": covered, "isolated": isolated,
                                    "det_number": np.where(matched, ref["NUMBER"][np.clip(idx, 0, None)], -1),
-                                   "sep_arcsec": np.where(matched, sep, np.nan)}
+                                   "sep_arcsec": np.where(matched, sep, np.nan), "seg_number": seg_number,
+                                   "seg_in_base": seg_in_base}
     for b, cat in cats.items():
         for col in ("MAG_AUTO", "MAGERR_AUTO", "FLUX_AUTO", "FLAGS"):
             v = cat[col][np.clip(idx, 0, None)]
@@ -177,6 +208,7 @@ def summarize(tab: np.ndarray, cats: dict[str, np.ndarray], base_cat: np.ndarray
         "n_bright_isolated": int((bright & use["isolated"]).sum()),
         "completeness_bright_isolated": float(use["matched"][bright & use["isolated"]].mean())
         if (bright & use["isolated"]).any() else float("nan"),
+        "bright_misses": _misses(use[bright & ~use["matched"]]),
         "completeness_bins": {"edges": edges.tolist(), "completeness": _nan_none(comp), "counts": counts.tolist()},
         "area_arcmin2": round(area, 4),
     }
@@ -205,6 +237,15 @@ def summarize(tab: np.ndarray, cats: dict[str, np.ndarray], base_cat: np.ndarray
                                     if sel.sum() > 1 else None}
     out["colors"] = colors
     return out
+
+
+def _misses(missed: np.ndarray) -> dict[str, int] | None:
+    """Why the missed objects were missed (module docstring); None without a segmentation map."""
+    if (missed["seg_number"] < 0).any():
+        return None
+    held = missed["seg_number"] > 0
+    return {"in_real_detection": int((held & missed["seg_in_base"]).sum()),
+            "in_other_detection": int((held & ~missed["seg_in_base"]).sum()), "undetected": int((~held).sum())}
 
 
 def _nan_none(a: np.ndarray) -> list[float | None]:
@@ -287,7 +328,9 @@ def match_realization(ctx: StepContext, base: TileLayout, realization: int, band
     det_wgt = fitsio.read(str(ctx.use(real.det(), "coadd_det")), ext=2)
     base_seg = fitsio.read(str(ctx.use(base.segmap(bands[0]), "coadd_segmap"))) \
         if base.segmap(bands[0]).is_file() else None
-    tab = match_table(truth, cats, base_cat, geom, det_wgt, radius, base_seg, isolation_radius)
+    seg = fitsio.read(str(ctx.use(real.segmap(bands[0]), "coadd_segmap"))) if real.segmap(bands[0]).is_file() \
+        else None
+    tab = match_table(truth, cats, base_cat, geom, det_wgt, radius, base_seg, isolation_radius, seg)
     summary = summarize(tab, cats, base_cat, geom, depth_band)
     summary.update(tilename=base.tilename, realization=realization, match_radius_arcsec=radius,
                    isolation_radius_arcsec=isolation_radius)

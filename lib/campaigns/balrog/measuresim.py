@@ -119,9 +119,11 @@ def shear_pair(rng: np.random.Generator, shear: float = 0.02, *, hlr: float = 0.
 
     The +- pair cancels the intrinsic shape and the noise in g1 (the multiplicative bias) but not
     in g2. Calling again with the same ``rng`` state and ``rotate90`` gives the twin whose galaxy
-    *and noise fields* are rotated by 90 degrees (e -> -e; the PSF is not rotated): averaging the
-    four images cancels intrinsic shape and noise in g2 to first order while the PSF's leakage into
-    g2 -- the additive bias -- stays, so c is measured without shape noise.
+    *and noise fields* are rotated by 90 degrees, in the same sense on the sky whatever the WCS's
+    parity (e -> -e; the PSF is not rotated): averaging the four images cancels intrinsic shape and
+    noise in g2 to first order while the PSF's leakage into g2 -- the additive bias -- stays, so c
+    is measured without shape noise. (Noise turned the other way than the galaxy still averages
+    out, but cancels far less: sigma_c per quad 1.6e-3 instead of 2e-4 at S/N 180.)
     """
     e = rng.normal(0.0, sigma_e, 2)
     while np.hypot(*e) > 0.7:
@@ -138,8 +140,11 @@ def shear_pair(rng: np.random.Generator, shear: float = 0.02, *, hlr: float = 0.
         n = rng.normal(0.0, 1.0, (stamp, stamp))
         fix = rng.normal(0.0, 1.0, (stamp, stamp))
         if rotate90:
-            # a 90-degree turn of the pixel array is a +-90-degree rotation on the sky (square pixels)
-            n, fix = np.rot90(n).copy(), np.rot90(fix).copy()
+            # turn the noise arrays with the galaxy: +90 degrees on the sky, (u, v) -> (-v, u), about the
+            # stamp centre. np.rot90(k=1) maps pixel offsets (x, y) -> (y, -x), -90 degrees in pixel
+            # space, which is -90 on the sky for a WCS of positive determinant and +90 for a flipped one.
+            k = -1 if jac.dudcol * jac.dvdrow - jac.dudrow * jac.dvdcol > 0 else 1
+            n, fix = np.rot90(n, k).copy(), np.rot90(fix, k).copy()
         pim, pjac = psf_image(psf, jac)
         epochs.append((jac, psf, n * noise, fix, pim, pjac))
     out: tuple[list[dict], list[dict]] = ([], [])
