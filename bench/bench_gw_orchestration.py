@@ -175,8 +175,15 @@ def run_airflow(home: Path, console: Console, slots: int = WORKERS,
         console.print(f"(a) Airflow stack up in {up_s:.1f} s at {stack.base_url} (logs {stack.log_dir})")
         t0 = time.perf_counter()
         run_id = stack.trigger("gw_exposure", {"expnum": EXPNUM, "night": NIGHT, "ccds": CCDS})
-        run = stack.wait("gw_exposure", run_id, timeout=3600)
-        wall = time.perf_counter() - t0
+        # Poll slowly: the bench's own REST polling is load on the api-server that a nightly run
+        # does not have. The wall time comes from the run's own dates, so it does not depend on
+        # the poll: from the trigger (queued) to the run's end.
+        run = stack.wait("gw_exposure", run_id, timeout=3600, poll=5.0)
+        wall_polled = time.perf_counter() - t0
+        try:
+            wall = (_ts(run["end_date"]) - _ts(run.get("queued_at") or run["start_date"])).total_seconds()
+        except (KeyError, TypeError, ValueError):
+            wall = wall_polled
         tis = stack.task_instances("gw_exposure", run_id)
     latency = [(_ts(t["start_date"]) - _ts(t["queued_when"])).total_seconds()
                for t in tis if t.get("queued_when") and t.get("start_date")]
