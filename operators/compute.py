@@ -99,7 +99,7 @@ class ComputeOperator(BaseOperator):
         from skyops.executors import StepSpec, get_executor
         from skyops.launch import StepFailed, run_recorded
         from skyops.provenance import ProvenanceStore
-        from skyops.steps.manifest import declared_resources
+        from skyops.steps.declared import declared_resources
 
         cfg = platform_config()
         key = task_key(context)
@@ -107,7 +107,7 @@ class ComputeOperator(BaseOperator):
         attempt_id = store.attempt(self.campaign or key.dag_id, key.run_id, str(self.unit))
         # The step's declared resources with the campaign's overrides, validated (cpu > 0, ...).
         # Read from the step module's source: importing its science here would cost this task
-        # process seconds that the step's own process pays again (skyops.steps.manifest).
+        # process seconds that the step's own process pays again (skyops.steps.declared).
         declared = declared_resources(self.step)
         if declared is None:
             from skyops.steps.registry import get_step

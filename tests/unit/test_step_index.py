@@ -41,7 +41,7 @@ def test_unknown_step_in_a_group_lists_that_groups_steps() -> None:
 
 
 def test_declared_resources_read_statically_match_the_registered_ones() -> None:
-    from skyops.steps.manifest import declared_resources
+    from skyops.steps.declared import declared_resources
 
     steps = registry.all_steps()
     assert len(steps) > 20
@@ -57,7 +57,7 @@ def test_declared_resources_read_statically_match_the_registered_ones() -> None:
 
 
 def test_declared_resources_import_no_science() -> None:
-    code = ("import sys, json; from skyops.steps.manifest import declared_resources; "
+    code = ("import sys, json; from skyops.steps.declared import declared_resources; "
             "r = declared_resources('gw.diffimg_ccd'); "
             "print(json.dumps([r.memory_mb, sorted(m for m in sys.modules if m.split('.')[0] in "
             "('numpy', 'scipy', 'astropy', 'fitsio', 'galsim') or m.startswith('skyops.campaigns.gw.'))]))")
