@@ -20,34 +20,7 @@ import numpy as np
 from astropy.wcs import WCS
 
 from skyops.sim.focalplane import CCD, FocalPlane
-
-DEG = np.pi / 180.0
-
-
-def gnomonic(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
-    """Standard coordinates (xi toward East, eta toward North, degrees) of (ra, dec) about (ra0, dec0).
-
-    Points more than 90 degrees away come back as NaN.
-    """
-    a = (np.asarray(ra, dtype=float) - ra0) * DEG
-    d = np.asarray(dec, dtype=float) * DEG
-    d0 = dec0 * DEG
-    cosc = np.sin(d0) * np.sin(d) + np.cos(d0) * np.cos(d) * np.cos(a)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        xi = np.where(cosc > 0, np.cos(d) * np.sin(a) / cosc, np.nan)
-        eta = np.where(cosc > 0, (np.cos(d0) * np.sin(d) - np.sin(d0) * np.cos(d) * np.cos(a)) / cosc, np.nan)
-    return xi / DEG, eta / DEG
-
-
-def inverse_gnomonic(xi: np.ndarray, eta: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
-    """(ra, dec) in degrees of standard coordinates (degrees) about (ra0, dec0); RA in [0, 360)."""
-    x = np.asarray(xi, dtype=float) * DEG
-    y = np.asarray(eta, dtype=float) * DEG
-    d0 = dec0 * DEG
-    denom = np.cos(d0) - y * np.sin(d0)
-    ra = ra0 + np.arctan2(x, denom) / DEG
-    dec = np.arctan2(np.sin(d0) + y * np.cos(d0), np.hypot(x, denom)) / DEG
-    return np.mod(ra, 360.0), dec
+from skyops.skygeom import DEG, gnomonic, inverse_gnomonic  # noqa: F401  (re-exported)
 
 
 def cd_matrix(pixel_scale: float) -> np.ndarray:

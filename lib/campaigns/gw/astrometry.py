@@ -28,23 +28,13 @@ from astropy.wcs import WCS
 from scipy.spatial import cKDTree
 
 from skyops.errors import InputError, ProcessingError
+from skyops.skygeom import DEG, gnomonic
 
 log = logging.getLogger(__name__)
 
-DEG = np.pi / 180.0
 ARCSEC = 1.0 / 3600.0
 REFCAT_COLUMNS = ("source_id", "ra", "dec", "ra_error", "dec_error", "pmra", "pmdec", "ref_epoch",
                   "phot_g_mean_mag", "bp_rp")
-
-
-def gnomonic(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
-    """Standard coordinates (xi East, eta North; degrees) of (ra, dec) about the tangent point."""
-    a = (np.asarray(ra, float) - ra0) * DEG
-    d, d0 = np.asarray(dec, float) * DEG, dec0 * DEG
-    cosc = np.sin(d0) * np.sin(d) + np.cos(d0) * np.cos(d) * np.cos(a)
-    xi = np.cos(d) * np.sin(a) / cosc
-    eta = (np.cos(d0) * np.sin(d) - np.sin(d0) * np.cos(d) * np.cos(a)) / cosc
-    return xi / DEG, eta / DEG
 
 
 def mjd_to_epoch(mjd: float) -> float:

@@ -24,6 +24,7 @@ from scipy.spatial import cKDTree
 
 from skyops.errors import InputError
 from skyops.imaging.gaia import GAIA_TO_DECAM
+from skyops.skygeom import gnomonic
 
 
 #: ZEROPOINT.FLAG bits written by gw.calibrate.
@@ -74,12 +75,8 @@ def match_sky(ra1: np.ndarray, dec1: np.ndarray, ra2: np.ndarray, dec2: np.ndarr
 
 def tangent_plane(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
     """Gnomonic projection about (ra0, dec0): standard coordinates (xi east, eta north) in arcsec."""
-    r, d = np.radians(np.asarray(ra, float)), np.radians(np.asarray(dec, float))
-    r0, d0 = np.radians(ra0), np.radians(dec0)
-    cosc = np.sin(d0) * np.sin(d) + np.cos(d0) * np.cos(d) * np.cos(r - r0)
-    xi = np.cos(d) * np.sin(r - r0) / cosc
-    eta = (np.cos(d0) * np.sin(d) - np.sin(d0) * np.cos(d) * np.cos(r - r0)) / cosc
-    return np.degrees(xi) * 3600.0, np.degrees(eta) * 3600.0
+    xi, eta = gnomonic(ra, dec, ra0, dec0)
+    return xi * 3600.0, eta * 3600.0
 
 
 def moffat_fraction_in_circle(d: np.ndarray, radius: float, fwhm: float, beta: float = BLEND_BETA,

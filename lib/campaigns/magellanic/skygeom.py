@@ -10,27 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-def gnomonic(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
-    """Standard coordinates (xi toward East, eta toward North; degrees) of (ra, dec) about (ra0, dec0)."""
-    ra, dec = np.radians(np.asarray(ra, float)), np.radians(np.asarray(dec, float))
-    a0, d0 = np.radians(ra0), np.radians(dec0)
-    cosc = np.sin(d0) * np.sin(dec) + np.cos(d0) * np.cos(dec) * np.cos(ra - a0)
-    xi = np.cos(dec) * np.sin(ra - a0) / cosc
-    eta = (np.cos(d0) * np.sin(dec) - np.sin(d0) * np.cos(dec) * np.cos(ra - a0)) / cosc
-    return np.degrees(xi), np.degrees(eta)
-
-
-def inverse_gnomonic(xi: np.ndarray, eta: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
-    """(ra, dec) in degrees of standard coordinates (degrees) about (ra0, dec0)."""
-    x, y = np.radians(np.asarray(xi, float)), np.radians(np.asarray(eta, float))
-    a0, d0 = np.radians(ra0), np.radians(dec0)
-    rho = np.hypot(x, y)
-    c = np.arctan(rho)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dec = np.arcsin(np.cos(c) * np.sin(d0) + np.where(rho > 0, y * np.sin(c) * np.cos(d0) / rho, 0.0))
-        ra = a0 + np.arctan2(x * np.sin(c), rho * np.cos(d0) * np.cos(c) - y * np.sin(d0) * np.sin(c))
-    return np.degrees(ra) % 360.0, np.degrees(dec)
+from skyops.skygeom import gnomonic, inverse_gnomonic  # noqa: F401  (the shared projection, re-exported)
 
 
 @dataclass(frozen=True)
