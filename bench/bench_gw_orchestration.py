@@ -5,7 +5,8 @@ size the issue asks for) is built in a temporary SKYOPS_HOME; then search exposu
 20170817 is processed on all 60 CCDs (``1,3-60,62``; ``--ccds`` for fewer) two ways:
 
 (b) pool: the archive queries and staging once in-process (:mod:`skyops.archive`,
-    :func:`skyops.staging.stage`, :func:`skyops.campaigns.gw.plan.se_inputs`), then 60x
+    :func:`skyops.staging.stage` through the staging cache, as the DAG's stage task does, so
+    that from the second run on both place hard links; :func:`skyops.campaigns.gw.plan.se_inputs`), then 60x
     ``gw.se_ccd`` on a ``ProcessPoolExecutor(2)``, ``gw.calibrate``, 60x ``gw.diffimg_ccd`` on the
     pool, ``gw.ingest_candidates``. Every step runs as ``python -m skyops.cli.main step run``, the
     same subprocess the DAG's local compute backend starts, so the difference is orchestration.
@@ -14,8 +15,13 @@ size the issue asks for) is built in a temporary SKYOPS_HOME; then search exposu
     runs ``gw_exposure`` with conf ``{"expnum": 668439, "night": "20170817"}``; wall time from the
     trigger to run success. Task start latency (queued -> running) comes from the REST API.
 
-The ratio Airflow / pool is the overhead (the issue's target: <= 1.10). Results:
-``bench/results/gw_orchestration.json``. Run once, on an otherwise idle machine.
+The ratio Airflow / pool is the overhead (the issue's target: <= 1.10). Both record the CPU
+seconds of every process by kind (:mod:`bench.proc_cpu`: steps, api-server, scheduler,
+PostgreSQL...), which is where an orchestrator's overhead shows on a busy node. Results:
+``bench/results/gw_orchestration.json``. Run on an otherwise idle machine; the VM's speed
+drifts between identical runs, so alternate the two (``--skip-pool`` / ``--skip-airflow``
+with ``--keep``/``--no-build``) and compare medians. ``--slots`` and ``--workers`` set the
+concurrency of each side (default 2, the cores).
 """
 from __future__ import annotations
 
@@ -38,6 +44,7 @@ from datetime import datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+from bench.proc_cpu import ProcCpu  # noqa: E402
 from bench.stats import parse_ts as _ts, percentiles  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -74,8 +81,16 @@ def _paths(r: dict[str, Any], filetype: str) -> list[str]:
     return [o["path"] for o in r["outputs"] if o.get("filetype") == filetype]
 
 
-def run_pool(work: Path, console: Console) -> dict[str, Any]:
-    """(b): the gw_exposure steps in dependency order, CCD steps on a process pool of WORKERS."""
+def run_pool(work: Path, console: Console, workers: int = WORKERS) -> dict[str, Any]:
+    """(b): the gw_exposure steps in dependency order, CCD steps on a process pool of ``workers``."""
+    with ProcCpu() as cpu:
+        out = _run_pool(work, console, workers)
+    out["cpu_s_by_kind"] = cpu.totals
+    console.print("(b) CPU s by process kind: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.totals.items()))
+    return out
+
+
+def _run_pool(work: Path, console: Console, workers: int) -> dict[str, Any]:
     from skyops.archive import ArchiveDB
     from skyops.campaigns.gw.params import validate
     from skyops.campaigns.gw.plan import diff_inputs, read_zeropoints, se_inputs
@@ -94,14 +109,16 @@ def run_pool(work: Path, console: Console) -> dict[str, Any]:
         cal = db.query("night_calibrations", nite=NIGHT, band=p.band)
         ref = db.query("reference_catalog")
         tmpl = db.query("templates", expnum=EXPNUM)
+        raw_tmpl = db.query("raw_templates", expnum=EXPNUM)  # none in this survey; the DAG asks too
     finally:
         db.dispose()
     dest = work / "staged"
-    stage(merge_manifests([raw, cal, ref, tmpl]), dest, root=cfg.archive.root, cache=False, workers=4)
+    # the staging cache, as the DAG's stage task uses it: after the first run, staging is hard links
+    stage(merge_manifests([raw, cal, ref, tmpl, raw_tmpl]), dest, root=cfg.archive.root, cache=cfg.workspace.cache, workers=4)
     se_plan = {k: v for k, v in se_inputs(dest, raw, cal, ref, p, EXPNUM).items() if v}
     phases["query+stage+plan"] = time.perf_counter() - t0
 
-    with ProcessPoolExecutor(WORKERS) as pool:
+    with ProcessPoolExecutor(workers) as pool:
         t = time.perf_counter()
         futs = {int(v["ccd"]): pool.submit(run_cli_step, "gw.se_ccd", v, str(work / "se" / k)) for k, v in se_plan.items()}
         se = {c: f.result() for c, f in futs.items()}
@@ -140,7 +157,7 @@ def run_pool(work: Path, console: Console) -> dict[str, Any]:
                 "mean_cpu_s": statistics.mean(r["cpu_s"] for r in rs.values()),
                 "max_proc_wall_s": max(r["proc_wall_s"] for r in rs.values())}
 
-    return {"wall_s": wall, "phases_s": phases, "se": stats(se), "diff": stats(diff),
+    return {"wall_s": wall, "workers": workers, "phases_s": phases, "se": stats(se), "diff": stats(diff),
             "calibrate_proc_wall_s": calib["proc_wall_s"], "ingest_proc_wall_s": ingest["proc_wall_s"],
             "n_candidate_files": len(cands)}
 
@@ -174,11 +191,12 @@ def run_airflow(home: Path, console: Console, slots: int = WORKERS,
         stack.wait_dag("gw_exposure")
         console.print(f"(a) Airflow stack up in {up_s:.1f} s at {stack.base_url} (logs {stack.log_dir})")
         t0 = time.perf_counter()
-        run_id = stack.trigger("gw_exposure", {"expnum": EXPNUM, "night": NIGHT, "ccds": CCDS})
-        # Poll slowly: the bench's own REST polling is load on the api-server that a nightly run
-        # does not have. The wall time comes from the run's own dates, so it does not depend on
-        # the poll: from the trigger (queued) to the run's end.
-        run = stack.wait("gw_exposure", run_id, timeout=3600, poll=5.0)
+        with ProcCpu() as cpu:
+            run_id = stack.trigger("gw_exposure", {"expnum": EXPNUM, "night": NIGHT, "ccds": CCDS})
+            # Poll slowly: the bench's own REST polling is load on the api-server that a nightly run
+            # does not have. The wall time comes from the run's own dates, so it does not depend on
+            # the poll: from the trigger (queued) to the run's end.
+            run = stack.wait("gw_exposure", run_id, timeout=3600, poll=5.0)
         wall_polled = time.perf_counter() - t0
         try:
             wall = (_ts(run["end_date"]) - _ts(run.get("queued_at") or run["start_date"])).total_seconds()
@@ -200,7 +218,8 @@ def run_airflow(home: Path, console: Console, slots: int = WORKERS,
     gaps = slot_gaps([(_ts(t["start_date"]), _ts(t["end_date"])) for t in ran])
     busy = sum(float(t["duration"] or 0) for t in ran)
     console.print(f"(a) Airflow: run {run['state']} in {wall:.1f} s; task states {states}")
-    return {"wall_s": wall, "state": run["state"], "run_id": run_id, "stack_up_s": up_s, "task_states": states,
+    console.print("(a) CPU s by process kind: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.totals.items()))
+    return {"wall_s": wall, "cpu_s_by_kind": cpu.totals, "state": run["state"], "run_id": run_id, "stack_up_s": up_s, "task_states": states,
             "n_tasks_ran": len(ran), "task_busy_s": busy,
             "queued_to_running_s": percentiles(latency), "slot_free_to_start_s": percentiles(gaps),
             "task_instances": [{k: t.get(k) for k in ("task_id", "map_index", "state", "queued_when", "start_date",
@@ -257,6 +276,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--skip-airflow", action="store_true", help="only the pool baseline (b)")
     ap.add_argument("--preset", default="gw-demo", help="sim preset: gw-demo (256x512 CCDs) or bench (2048x4096)")
     ap.add_argument("--ccds", default=CCDS, help="the search CCDs to process (default: all 60)")
+    ap.add_argument("--workers", type=int, default=WORKERS,
+                    help=f"the process pool's workers (default {WORKERS}, the machine's cores)")
     ap.add_argument("--slots", type=int, default=WORKERS,
                     help=f"Airflow LocalExecutor parallelism (default {WORKERS}, the pool's workers)")
     ap.add_argument("--airflow-env", action="append", default=[], metavar="AIRFLOW__SECTION__KEY=VALUE",
@@ -304,14 +325,14 @@ def main(argv: list[str]) -> int:
 
         if args.skip_pool:
             prev = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-            if prev.get("ccds") != CCDS or not prev.get("pool"):
-                console.print(f"[red]--skip-pool: {RESULTS} holds no pool run for CCDs {CCDS}[/]")
+            if prev.get("ccds") != CCDS or not prev.get("pool") or prev["pool"].get("workers", WORKERS) != args.workers:
+                console.print(f"[red]--skip-pool: {RESULTS} holds no pool run for CCDs {CCDS} on {args.workers} workers[/]")
                 return 2
             b = prev["pool"]
             console.print(f"(b) pool: reusing {b['wall_s']:.1f} s from {prev.get('when')}")
         else:
             shutil.rmtree(home / "pool", ignore_errors=True)
-            b = run_pool(home / "pool", console)
+            b = run_pool(home / "pool", console, workers=args.workers)
         a, a_error = None, None
         if not args.skip_airflow:
             try:
@@ -323,8 +344,8 @@ def main(argv: list[str]) -> int:
         ext = extrapolate(b, a)
 
         table = Table(title=f"gw_exposure {EXPNUM} ({NIGHT}), CCDs {CCDS}: Airflow vs a process pool, "
-                            f"{WORKERS} workers, {args.preset} CCDs")
-        for col in ("", f"(a) Airflow LocalExecutor ({args.slots} slots)", f"(b) ProcessPool({WORKERS})"):
+                            f"{args.workers} workers, {args.preset} CCDs")
+        for col in ("", f"(a) Airflow LocalExecutor ({args.slots} slots)", f"(b) ProcessPool({args.workers})"):
             table.add_column(col, justify="left" if not col else "right")
         table.add_row("wall time, s", f"{a['wall_s']:.1f}" if a else "-", f"{b['wall_s']:.1f}")
         table.add_row("gw.se_ccd mean per CCD, s", f"{a['se_task_mean_s']:.2f} (task)" if a and a["se_task_mean_s"]
@@ -358,7 +379,7 @@ def main(argv: list[str]) -> int:
         RESULTS.write_text(json.dumps({
             "benchmark": "gw_orchestration", "host": platform.node(), "python": platform.python_version(),
             "cpus": os.cpu_count(), "when": datetime.now().isoformat(timespec="seconds"),
-            "expnum": EXPNUM, "night": NIGHT, "ccds": CCDS, "workers": WORKERS, "airflow_slots": args.slots,
+            "expnum": EXPNUM, "night": NIGHT, "ccds": CCDS, "workers": args.workers, "airflow_slots": args.slots,
             "airflow_env": airflow_env, "preset": args.preset, "seed": 42,
             "archive_build_s": None if t_archive is None else round(t_archive, 2), "loadavg_start": load0, "loadavg_end": os.getloadavg(), "pool": b, "airflow": a, "airflow_error": a_error,
             "ratio_airflow_over_pool": ratio, "target_ratio": TARGET_RATIO, "extrapolation_60_cores": ext,

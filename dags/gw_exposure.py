@@ -4,7 +4,8 @@ Triggered per new search exposure by ``gw_watch`` (or by hand with ``expnum``): 
 its templates, stage raw + calibrations + reference catalog + templates, SE every CCD
 (``gw.se_ccd``) and every CCD of a raw-only template it overlaps (``template`` group),
 BLISS zeropoints (``gw.calibrate``), difference imaging per CCD (``gw.diffimg_ccd``), then
-ingest the candidates. Same task groups as ``gw_nightly``.
+ingest the candidates. Same task groups as ``gw_nightly``, but the exposure group is not
+mapped (one exposure), so its tasks have no map index and the scheduler evaluates them cheaply.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from airflow.sdk import DAG
 
 from skyops.campaigns.gw.config import GWNightlyConfig
 from skyops.config import load_campaign_config
-from skyops.operators.gw import dag_params, exposure_pipeline, exposures_of, resolve_params
+from skyops.operators.gw import dag_params, exposure_of, exposure_pipeline, resolve_params
 from skyops.operators.verdict import add_verdict
 
 cfg = load_campaign_config("gw_nightly", GWNightlyConfig)
@@ -32,5 +33,5 @@ with DAG(
     tags=["skyops", "gw"],
 ) as dag:
     run = resolve_params()
-    exposure_pipeline(cfg, run, exposures_of(run))
+    exposure_pipeline(cfg, run, expnum=exposure_of())  # one exposure: the group is not mapped
     add_verdict(dag)

@@ -40,33 +40,37 @@ def pick_exposures(run: dict, night: dict) -> list[int]:
     return wanted
 
 
-@task(trigger_rule="all_done")
-def collect_night(run: dict, truth: dict, expnums: list[int], ti=None, run_id=None) -> dict:
-    """Inputs of the night summary: every exposure's zeropoints and candidates."""
-    from pathlib import Path
+def night_summary_params(context) -> dict | None:
+    """gw.night_summary's inputs, gathered when it runs: every exposure's zeropoints and candidates.
 
-    from airflow.sdk.exceptions import AirflowSkipException
+    It runs whatever happened upstream (a summary of 59 of 60 CCDs is still wanted) and skips
+    when the night had no exposure to process.
+    """
+    from pathlib import Path
 
     from skyops.manifest import Manifest
 
-    if not expnums:
-        raise AirflowSkipException("no exposure was processed this night: nothing to summarise")
-    idx = list(range(len(expnums)))
+    ti = context["ti"]
+    run = ti.xcom_pull(task_ids="params")
+    expnums = ti.xcom_pull(task_ids="pick_exposures") or []
+    if not run or not expnums:
+        return None
     zps, cands = [], []
-    for i in idx:  # per exposure: what its calibrate and collect_candidates tasks produced
-        zps.append(ti.xcom_pull(task_ids=f"{GROUP}.calibrate", key="bliss_zeropoint", map_indexes=i))
-        got = ti.xcom_pull(task_ids=f"{GROUP}.collect_candidates", map_indexes=i) or {}
-        cands += got.get("candidates", [])
-    truth_rows = list(Manifest.read(truth["manifest"]).records())
+    for i in range(len(expnums)):  # per exposure: what its calibrate and ingest tasks had
+        calibrated = ti.xcom_pull(task_ids=f"{GROUP}.calibrate", map_indexes=i) or {}
+        zps.append((calibrated.get("outputs") or {}).get("bliss_zeropoint"))
+        ingested = ti.xcom_pull(task_ids=f"{GROUP}.ingest", key="step_params", map_indexes=i) or {}
+        cands += ingested.get("candidates", [])
+    truth = ti.xcom_pull(task_ids="q_truth") or {}
+    truth_rows = list(Manifest.read(truth["manifest"]).records()) if truth.get("manifest") else []
     truth_path = None
     if truth_rows:  # the synthetic survey's injected transients, straight from the archive root
         from skyops.config import platform_config
 
         root = platform_config().archive.root.removeprefix("file://")
         truth_path = str(Path(root) / Manifest.relpath(truth_rows[0]))
-    return {"night": run["night"], "run_id": run_id, "band": run["band"], "season": run["season"],
-            "zeropoints": [z for z in zps if z],
-            "candidates": cands, "truth": truth_path}
+    return {"night": run["night"], "run_id": context["run_id"], "band": run["band"], "season": run["season"],
+            "zeropoints": [z for z in zps if z], "candidates": cands, "truth": truth_path}
 
 
 with DAG(
@@ -91,9 +95,8 @@ with DAG(
     truth = DesdmQueryOperator(task_id="q_truth", query="files_by_name", query_params={"names": ["transients.fits"]},
                                unit="{{ " + P + "['night'] }}")
     run >> truth
-    summary_inputs = collect_night(run, truth.output, expnums)
-    exposures >> summary_inputs
-    ComputeOperator(task_id="night_summary", step="gw.night_summary", step_params=summary_inputs,
-                    unit="{{ " + P + "['night'] }}", destination="{{ " + P + "['destination'] }}",
-                    campaign=cfg.campaign)
+    summary = ComputeOperator(task_id="night_summary", step="gw.night_summary", step_params_from=night_summary_params,
+                              trigger_rule="all_done", unit="{{ " + P + "['night'] }}",
+                              destination="{{ " + P + "['destination'] }}", campaign=cfg.campaign)
+    [exposures, truth] >> summary
     add_verdict(dag)  # a failed CCD fails the night's run, though its summary is still written

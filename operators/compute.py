@@ -8,6 +8,10 @@ workdir, the output paths by filetype and scalar metrics. Each output filetype i
 pushed under its own XCom key, so a downstream task can say
 ``step_params={"image": make.output["selftest_image"]}``.
 
+A fan-in step whose parameters are other tasks' outputs (a calibration over every CCD's
+catalogue) can gather them itself with ``step_params_from=callable(context)``, run where the
+task runs, instead of a separate collecting task: one task start fewer on the critical path.
+
 Mapped use: ``ComputeOperator.partial(task_id="se", step="gw.se_ccd").expand(step_params=[...])``
 with ``map_index_template="{{ task.step_params['ccd'] }}"`` shows the CCD in the UI.
 """
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException
@@ -57,6 +61,12 @@ class ComputeOperator(BaseOperator):
     :param resources: overrides of the step's declared cpu/memory_mb/scratch_mb.
     :param workdir: where the step writes; default a per-try folder under the workspace.
     :param destination: ``scratch`` (default) or ``persistent`` workspace for the default workdir.
+    :param step_params_from: ``callable(context) -> dict | None`` that builds the step's parameters
+        when the task runs (a fan-in: read the upstream tasks' XComs); None skips the task, as a
+        None ``step_params`` does. The built parameters are pushed as XCom ``step_params``.
+    :param push_outputs: push each output filetype under its own XCom key (default). A task whose
+        readers use the return value's ``outputs`` (one read per task instead of one per
+        filetype) turns this off: each key is one more call to the API server.
 
     If ``step_params`` renders to None the task is skipped, visibly, with the reason.
     """
@@ -68,7 +78,8 @@ class ComputeOperator(BaseOperator):
     def __init__(self, *, step: str, step_params: Any = None, backend: str | None = None,
                  unit: str = "{{ run_id }}", resources: dict[str, Any] | None = None,
                  workdir: str | None = None, campaign: str | None = None, destination: str = "scratch",
-                 **kwargs: Any) -> None:
+                 step_params_from: Callable[[Context], dict[str, Any] | None] | None = None,
+                 push_outputs: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         check_step_group(step)  # cheap at parse time; the full lookup runs on the worker
         self.step = step
@@ -79,6 +90,8 @@ class ComputeOperator(BaseOperator):
         self.workdir = workdir
         self.campaign = campaign
         self.destination = destination
+        self.step_params_from = step_params_from
+        self.push_outputs = push_outputs
         self._backend = None
 
     def _workdir(self, key: "TaskKey") -> Path:
@@ -91,6 +104,10 @@ class ComputeOperator(BaseOperator):
         return base / leaf / f"try{key.try_number}"
 
     def execute(self, context: Context) -> dict[str, Any]:
+        if self.step_params_from is not None:
+            self.step_params = self.step_params_from(context)
+            if self.step_params is not None:
+                context["ti"].xcom_push(key="step_params", value=self.step_params)
         if self.step_params is None:
             # A planning task decided there is nothing to do here (a CCD not selected with -c):
             # say so visibly in the UI instead of failing or silently succeeding.
@@ -131,10 +148,10 @@ class ComputeOperator(BaseOperator):
         except StepFailed as exc:
             # Outputs a failed step did complete (a health check's verdict) stay reachable
             # downstream; the step's own, credential-free message is the failure reason.
-            self._push_outputs(context, exc.outcome.result.outputs)
+            self._push_outputs(context, exc.outcome.result.outputs, push=self.push_outputs)
             raise RuntimeError(str(exc)) from None
         result = rec.outcome.result
-        outputs = self._push_outputs(context, result.outputs)
+        outputs = self._push_outputs(context, result.outputs, push=self.push_outputs)
         metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
         return {"workdir": str(spec.workdir), "outputs": outputs, "metrics": metrics, "prov_task_id": rec.task_id}
 
@@ -147,13 +164,13 @@ class ComputeOperator(BaseOperator):
     # ---- end remote backends
 
     @staticmethod
-    def _push_outputs(context: Context, files: list[dict[str, Any]]) -> dict[str, Any]:
-        """Push each output filetype under its own XCom key: one path, or a list of paths."""
+    def _push_outputs(context: Context, files: list[dict[str, Any]], push: bool = True) -> dict[str, Any]:
+        """Output paths by filetype (one path, or a list), each pushed under its own XCom key if ``push``."""
         outputs: dict[str, list[str]] = {}
         for o in files:
             outputs.setdefault(o.get("filetype") or "file", []).append(o["path"])
         flat = {ft: paths[0] if len(paths) == 1 else paths for ft, paths in outputs.items()}
-        for ft, value in flat.items():
+        for ft, value in flat.items() if push else ():
             context["ti"].xcom_push(key=ft, value=value)
         return flat
 

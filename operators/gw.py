@@ -6,7 +6,9 @@ the CCD is a *static* task inside the group (``se_c05``, ``diff_c05``): a night 
 exposures has N instances of each CCD task, far below the limit, and an operator retries or
 clears exactly one CCD of one exposure from the UI. CCDs not selected (``-c``) are skipped,
 visibly. The same group serves ``gw_nightly`` (mapped over the night's exposures) and
-``gw_exposure`` (one exposure, triggered minutes after the shutter closes).
+``gw_exposure`` (one exposure, triggered minutes after the shutter closes; there the group is
+not mapped, which keeps the scheduler's work per waiting task in memory: see
+:func:`exposure_pipeline`).
 
 Templates that exist only raw (never processed by DESDM) are SE'd before differencing, in
 the same shape: each exposure's ``plan_se`` also says which raw template CCDs its selected
@@ -16,6 +18,13 @@ exposures share is processed once; a ``template`` group per raw template exposur
 like ``exposure``) runs ``gw.se_ccd`` on its CCDs (``template.se_c28``, shown as ``521360
 c28``); every exposure's ``plan_diff`` waits for them and hands their outputs to
 ``gw.diffimg_ccd`` beside the processed templates. See :func:`exposure_pipeline`.
+
+The critical path has as few task starts as the work allows, because each one costs about a
+second of scheduling and process start on a node that is busy with CCDs: one ``queries`` task
+looks up the raw file, calibrations, reference catalogue and templates; ``calibrate`` and
+``ingest`` gather their fan-in inputs themselves (``step_params_from``); the collecting
+tasks read one XCom per CCD task (its return value) and the plan's ``planned`` list, not a
+key per filetype and per CCD. A 60-CCD exposure's tasks read about 300 XComs, not 1,500.
 
 Everything here is wiring; which file goes to which CCD is :mod:`skyops.campaigns.gw.plan`.
 """
@@ -30,7 +39,7 @@ from skyops.campaigns.gw.config import GWNightlyConfig
 from skyops.campaigns.gw.params import BANDS, FLAGS
 from skyops.campaigns.gw.plan import SE_FILETYPES, TASK_CCDS, ccd_key
 from skyops.operators.compute import ComputeOperator
-from skyops.operators.desdm import DesdmQueryOperator
+from skyops.operators.desdm import DesdmQueriesOperator
 from skyops.operators.stage import StageFilesOperator
 
 log = logging.getLogger(__name__)
@@ -89,14 +98,25 @@ def resolve_params(params: dict[str, Any] | None = None, data_interval_start: An
 
 
 @task
-def exposures_of(run: dict[str, Any]) -> list[int]:
-    """The exposures a gw_exposure run processes (its one ``expnum``)."""
-    return list(run["expnums"])
+def exposure_of(params: dict[str, Any] | None = None) -> int:
+    """The exposure a gw_exposure run processes (its ``expnum`` param).
+
+    It reads the DAG param itself (validated when the run was triggered), not the ``params``
+    task's output, so that it runs beside ``params`` instead of after it: one task start fewer
+    before the archive queries.
+    """
+    return int((params or {})["expnum"])
 
 
 def _pull(ti: Any, task_id: str, key: str, group: str = GROUP) -> Any:
     """An XCom of a task in the same group instance (None when it was skipped)."""
     return ti.xcom_pull(task_ids=f"{group}.{task_id}", key=key, map_indexes=ti.map_index)
+
+
+def _outputs(ti: Any, task_id: str, group: str = GROUP, map_index: int | None = None) -> dict[str, Any]:
+    """A ComputeOperator task's outputs by filetype, from its return value (one XCom read); {} if it did not run."""
+    value = ti.xcom_pull(task_ids=f"{group}.{task_id}", map_indexes=ti.map_index if map_index is None else map_index)
+    return (value or {}).get("outputs") or {}
 
 
 def _se_outputs(ti: Any, run: dict[str, Any]) -> dict[int, dict[str, str]]:
@@ -105,15 +125,19 @@ def _se_outputs(ti: Any, run: dict[str, Any]) -> dict[int, dict[str, str]]:
         return {int(c): o for c, o in (_pull(ti, "plan_se", "previous") or {}).items()}
     out = {}
     for c in _planned(ti, "plan_se"):
-        files = {ft: _pull(ti, f"se_{ccd_key(c)}", ft) for ft in SE_FILETYPES}
+        outputs = _outputs(ti, f"se_{ccd_key(c)}")
+        files = {ft: outputs.get(ft) for ft in SE_FILETYPES}
         if all(files.values()):
             out[c] = files
     return out
 
 
 def _planned(ti: Any, plan_task: str) -> list[int]:
-    """The CCDs a plan task gave work to (the others were skipped: no XCom to look for)."""
-    return [c for c in TASK_CCDS if _pull(ti, plan_task, ccd_key(c))]
+    """The CCDs a plan task gave work to (its ``planned`` XCom; the others were skipped)."""
+    planned = _pull(ti, plan_task, "planned")
+    if planned is None:  # a plan task from before ``planned`` existed: one read per CCD key
+        return [c for c in TASK_CCDS if _pull(ti, plan_task, ccd_key(c))]
+    return [int(c) for c in planned]
 
 
 def _push_and_skip(ti: Any, prefix: str, planned: dict[str, Any], group: str = GROUP) -> None:
@@ -134,6 +158,8 @@ def _push_and_skip(ti: Any, prefix: str, planned: dict[str, Any], group: str = G
 
     for key, value in planned.items():
         ti.xcom_push(key=key, value=value)
+    ti.xcom_push(key="planned", value=sorted(int(key[1:]) for key, value in planned.items()
+                                             if key.startswith("c") and value))
     idle = [(f"{group}.{prefix}_{key}", ti.map_index) for key, value in planned.items()
             if key.startswith("c") and not value]
     if idle:
@@ -141,14 +167,16 @@ def _push_and_skip(ti: Any, prefix: str, planned: dict[str, Any], group: str = G
 
 
 @task(task_id="plan_se", multiple_outputs=True)
-def plan_se(expnum: int, run: dict[str, Any], raw: dict, cal: dict, ref: dict, raw_tmpl: dict, staged: dict,
-            ti: Any = None) -> None:
-    """Per-CCD gw.se_ccd parameters (XCom keys c01..c62); CCDs without work are skipped.
+def plan_se(expnum: int, run: dict[str, Any], queries: dict[str, dict], staged: dict, ti: Any = None) -> None:
+    """Per-CCD gw.se_ccd parameters (XCom keys c01..c62, and ``planned``); CCDs without work are skipped.
 
-    Also (XCom key ``raw_templates``) the raw-only template CCDs the selected CCDs need:
+    ``queries`` is the ``queries`` task's manifests by name. Also (XCom key ``raw_templates``)
+    the raw-only template CCDs the selected CCDs need:
     :meth:`~skyops.campaigns.gw.plan.RawTemplatePlan.as_xcom`.
     """
-    _push_and_skip(ti, "se", _plan_se(expnum, run, raw, cal, ref, raw_tmpl, staged))
+    q = queries
+    _push_and_skip(ti, "se", _plan_se(expnum, run, q["raw"], q["calibrations"], q["refcat"], q["raw_templates"],
+                                      staged))
 
 
 def _plan_se(expnum: int, run: dict[str, Any], raw: dict, cal: dict, ref: dict, raw_tmpl: dict,
@@ -181,16 +209,21 @@ def _plan_search_se(expnum: int, p: Any, raw: Any, cal: dict, ref: Any, staged: 
     return se_inputs(staged["dest"], raw, Manifest.read(cal["manifest"]), ref, p, expnum)
 
 
-@task(trigger_rule="none_failed")
-def collect_catalogs(run: dict[str, Any], ref: dict, staged: dict, ti: Any = None) -> dict[str, Any] | None:
-    """The exposure's SE catalogs for one BLISS calibration (None when -C is off or nothing ran)."""
+def calibrate_params(context: Any) -> dict[str, Any] | None:
+    """``gw.calibrate``'s parameters, gathered when it runs: the exposure's SE catalogs and the
+    staged reference catalogue (None, a skip, when -C is off or no CCD was SE'd)."""
     from skyops.campaigns.gw.plan import staged as staged_path
     from skyops.manifest import Manifest
 
-    cats = [o["cat_finalcut"] for _, o in sorted(_se_outputs(ti, run).items())]
-    if not run["calibrate"] or not cats:
+    ti = context["ti"]
+    run = ti.xcom_pull(task_ids="params")
+    if not run["calibrate"]:
         return None
-    refcat = staged_path(staged["dest"], list(Manifest.read(ref["manifest"]).records())[-1])
+    cats = [o["cat_finalcut"] for _, o in sorted(_se_outputs(ti, run).items())]
+    if not cats:
+        return None
+    ref, staged = _pull(ti, "queries", "refcat"), _pull(ti, "stage", "dest")
+    refcat = staged_path(staged, list(Manifest.read(ref["manifest"]).records())[-1])
     return {"catalogs": cats, "refcat": refcat, "band": run["band"]}
 
 
@@ -206,7 +239,7 @@ def _plan_diff(expnum: int, run: dict[str, Any], tmpl: dict, staged: dict, ti: A
     from skyops.manifest import Manifest
 
     se = _se_outputs(ti, run)
-    zps = read_zeropoints(_pull(ti, "calibrate", "bliss_zeropoint") if run["calibrate"] else None)
+    zps = read_zeropoints(_outputs(ti, "calibrate").get("bliss_zeropoint") if run["calibrate"] else None)
     return diff_inputs(staged["dest"], se, Manifest.read(tmpl["manifest"]), zps, validate(run), expnum,
                        raw_templates=_raw_template_images(ti, expnum))
 
@@ -223,8 +256,7 @@ def _raw_template_images(ti: Any, expnum: int) -> dict[int, list[str]]:
         for texp, tccd in pairs:
             path = None
             if int(texp) in index:
-                path = ti.xcom_pull(task_ids=f"{TEMPLATE_GROUP}.se_{ccd_key(tccd)}", key="red_immask",
-                                    map_indexes=index[int(texp)])
+                path = _outputs(ti, f"se_{ccd_key(tccd)}", TEMPLATE_GROUP, index[int(texp)]).get("red_immask")
             if not path:
                 log.warning("exposure %s %s: raw template %s CCD %d has no SE output; it is left out",
                             expnum, key, texp, tccd)
@@ -233,10 +265,13 @@ def _raw_template_images(ti: Any, expnum: int) -> dict[int, list[str]]:
     return out
 
 
-@task(trigger_rule="none_failed")
-def collect_candidates(run: dict[str, Any], ti: Any = None) -> dict[str, Any] | None:
-    """The exposure's candidate files for ingestion into <schema>_candidate."""
-    cands = [c for c in (_pull(ti, f"diff_{ccd_key(c)}", "gw_diff_candidates") for c in _planned(ti, "plan_diff")) if c]
+def ingest_params(context: Any) -> dict[str, Any] | None:
+    """``gw.ingest_candidates``' parameters, gathered when it runs: the exposure's candidate files
+    for <schema>_candidate (None, a skip, when no CCD produced any)."""
+    ti = context["ti"]
+    run = ti.xcom_pull(task_ids="params")
+    cands = [c for c in (_outputs(ti, f"diff_{ccd_key(c)}").get("gw_diff_candidates")
+                         for c in _planned(ti, "plan_diff")) if c]
     if not cands:
         return None
     return {"candidates": cands, "night": run["night"], "schema": run["schema"], "season": run["season"],
@@ -244,14 +279,19 @@ def collect_candidates(run: dict[str, Any], ti: Any = None) -> dict[str, Any] | 
 
 
 @task(trigger_rule="all_done")
-def raw_template_exposures(expnums: list[int], ti: Any = None) -> list[dict[str, Any]]:
+def raw_template_exposures(expnums: list[int] | int, ti: Any = None) -> list[dict[str, Any]]:
     """The raw-only template exposures to SE in this run, each with its CCDs' gw.se_ccd parameters.
 
     Merged over every exposure's ``plan_se``: a template CCD that several search CCDs or
     search exposures overlap is SE'd once. An exposure whose planning failed adds nothing.
+    ``expnums``: the list the exposure group is mapped over, or one exposure number when the
+    group is not mapped (``gw_exposure``).
     """
-    plans = ti.xcom_pull(task_ids=f"{GROUP}.plan_se", key="raw_templates",
-                         map_indexes=list(range(len(expnums or [])))) or []
+    if isinstance(expnums, int):
+        plans = [ti.xcom_pull(task_ids=f"{GROUP}.plan_se", key="raw_templates", map_indexes=None)]
+    else:
+        plans = ti.xcom_pull(task_ids=f"{GROUP}.plan_se", key="raw_templates",
+                             map_indexes=list(range(len(expnums or [])))) or []
     units: dict[int, dict[str, Any]] = {}
     for plan in plans:
         for texp, ccds in ((plan or {}).get("se") or {}).items():
@@ -273,7 +313,7 @@ def _compute(cfg: GWNightlyConfig, step: str, **kw: Any) -> ComputeOperator:
         step=step, backend=s.executor or cfg.executor,
         resources=s.resources.model_dump() if s.resources else None,
         unit="{{ " + P + "['night'] }}", destination="{{ " + P + "['destination'] }}",
-        campaign=cfg.campaign, **({"retries": s.retries} if s.retries is not None else {}),
+        campaign=cfg.campaign, push_outputs=False, **({"retries": s.retries} if s.retries is not None else {}),
         **({"pool": s.pool} if s.pool else {}), **kw)
 
 
@@ -284,33 +324,32 @@ def exposure_group(cfg: GWNightlyConfig, run: Any):
     def exposure(expnum: int):
         night = "{{ " + P + "['night'] }}"
         unit = night
-        q_raw = DesdmQueryOperator(task_id="q_raw", query="raw_exposure", query_params={"expnum": expnum}, unit=unit)
-        q_cal = DesdmQueryOperator(task_id="q_calibrations", query="night_calibrations",
-                                   query_params={"nite": night, "band": "{{ " + P + "['band'] }}"}, unit=unit)
-        q_ref = DesdmQueryOperator(task_id="q_refcat", query="reference_catalog", unit=unit)
-        q_tmpl = DesdmQueryOperator(task_id="q_templates", query="templates", query_params={"expnum": expnum}, unit=unit)
-        q_raw_tmpl = DesdmQueryOperator(task_id="q_raw_templates", query="raw_templates",
-                                        query_params={"expnum": expnum}, unit=unit)
-        stage = StageFilesOperator(task_id="stage", manifest=[q.output["manifest"] for q in (
-                                   q_raw, q_cal, q_ref, q_tmpl, q_raw_tmpl)],
+        # One task for the five lookups (one connection, one task start); a manifest per name.
+        queries = DesdmQueriesOperator(task_id="queries", unit=unit, queries={
+            "raw": ("raw_exposure", {"expnum": expnum}),
+            "calibrations": ("night_calibrations", {"nite": night, "band": "{{ " + P + "['band'] }}"}),
+            "refcat": ("reference_catalog", {}),
+            "templates": ("templates", {"expnum": expnum}),
+            "raw_templates": ("raw_templates", {"expnum": expnum}),
+        })
+        run >> queries  # its templates read the validated params (gw_exposure maps without waiting for them)
+        stage = StageFilesOperator(task_id="stage", manifest=queries.output["manifests"],
                                    overwrite="{{ " + P + "['overwrite'] }}", unit=unit)
-        se_plan = plan_se(expnum, run, q_raw.output, q_cal.output, q_ref.output, q_raw_tmpl.output, stage.output)
+        se_plan = plan_se(expnum, run, queries.output, stage.output)
         ses = [_compute(cfg, "gw.se_ccd", task_id=f"se_{ccd_key(c)}", step_params=se_plan[ccd_key(c)],
                         map_index_template="{{ task.step_params['expnum'] if task.step_params else '' }}")
                for c in TASK_CCDS]
-        cal_params = collect_catalogs(run, q_ref.output, stage.output)
-        calibrate = _compute(cfg, "gw.calibrate", task_id="calibrate", step_params=cal_params,
+        calibrate = _compute(cfg, "gw.calibrate", task_id="calibrate", step_params_from=calibrate_params,
                              trigger_rule="none_failed")
-        ses >> cal_params
-        diff_plan = plan_diff(expnum, run, q_tmpl.output, stage.output)
+        ses >> calibrate
+        diff_plan = plan_diff(expnum, run, queries.output["templates"], stage.output)
         calibrate >> diff_plan
         diffs = [_compute(cfg, "gw.diffimg_ccd", task_id=f"diff_{ccd_key(c)}", step_params=diff_plan[ccd_key(c)],
                           map_index_template="{{ task.step_params['expnum'] if task.step_params else '' }}")
                  for c in TASK_CCDS]
-        cands = collect_candidates(run)
-        diffs >> cands
-        ingest = _compute(cfg, "gw.ingest_candidates", task_id="ingest", step_params=cands,
+        ingest = _compute(cfg, "gw.ingest_candidates", task_id="ingest", step_params_from=ingest_params,
                           trigger_rule="none_failed")
+        diffs >> ingest
         return ingest
 
     return exposure
@@ -330,20 +369,29 @@ def template_group(cfg: GWNightlyConfig):
     return template
 
 
-def exposure_pipeline(cfg: GWNightlyConfig, run: Any, expnums: Any):
+def exposure_pipeline(cfg: GWNightlyConfig, run: Any, expnums: Any = None, *, expnum: Any = None):
     """Per search exposure, the ``exposure`` group; per raw-only template exposure, a ``template`` group.
+
+    ``expnums`` (a night: the group is mapped over them) or ``expnum`` (``gw_exposure``: one
+    exposure, so the group is not mapped at all). The difference matters to the scheduler:
+    for every waiting task of a *mapped* group, Airflow 3.3 looks the group's length up in
+    the database each time it evaluates the task's trigger rule, about once a second. With
+    120 CCD tasks waiting that took a fifth of a core for a whole exposure; an unmapped group's
+    rules are evaluated in memory.
 
     The templates' SE starts once every exposure has planned (their ``plan_se`` say which
     template CCDs they overlap) and runs beside the search exposures' SE; each exposure's
     ``plan_diff`` waits for it (so a template CCD that fails after its retries holds back
     the night's difference imaging until it is cleared, as a failed search CCD holds back its
-    exposure's). Both groups are mapped over exposures with one static task per CCD, so
-    neither depends on Airflow's mapped-instance limit. Returns the exposure group's last
-    task (ingest), as ``exposure_group(...).expand(...)`` does.
+    exposure's). Both groups have one static task per CCD, so neither depends on Airflow's
+    mapped-instance limit. Returns the exposure group's last task (ingest).
     """
-    ingest = exposure_group(cfg, run).expand(expnum=expnums)
+    if (expnums is None) == (expnum is None):
+        raise ValueError("exposure_pipeline: give expnums (a mapped group) or expnum (one exposure)")
+    group = exposure_group(cfg, run)
+    ingest = group.expand(expnum=expnums) if expnum is None else group(expnum=expnum)
     tasks = ingest.task_group.children
-    units = raw_template_exposures(expnums)
+    units = raw_template_exposures(expnums if expnum is None else expnum)
     tasks[f"{GROUP}.plan_se"] >> units
     template_ses = template_group(cfg).expand(unit=units)
     template_ses >> tasks[f"{GROUP}.plan_diff"]

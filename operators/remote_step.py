@@ -143,11 +143,11 @@ def finish(op: "ComputeOperator", context: "Context", spec: StepSpec, *, executo
                            log_sink=op.log.info)
     except StepFailed as exc:
         _record_step_times(store, key, exc.outcome.result, "failed", op.log)
-        op._push_outputs(context, exc.outcome.result.outputs)
+        op._push_outputs(context, exc.outcome.result.outputs, push=op.push_outputs)
         raise RuntimeError(str(exc)) from None
     _record_step_times(store, key, rec.outcome.result, "success", op.log)
     result = rec.outcome.result
-    outputs = op._push_outputs(context, result.outputs)
+    outputs = op._push_outputs(context, result.outputs, push=op.push_outputs)
     metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
     return {"workdir": str(spec.workdir), "outputs": outputs, "metrics": metrics, "prov_task_id": rec.task_id}
 

@@ -72,6 +72,16 @@ def test_gw_nightly_demo_night(run_dag, demo_archive, fast_retries, tmp_path):
         listened = c.execute(sa.text("SELECT status FROM task WHERE run_id = :r AND task_id = 'pick_exposures'"),
                              {"r": dr.run_id}).scalars().all()
     assert listened == ["success"]
+    with store.engine.connect() as c:  # one task per exposure runs its five archive lookups
+        queries = c.execute(sa.text("SELECT map_index, status, metrics FROM task WHERE run_id = :r "
+                                    "AND task_id = 'exposure.queries' ORDER BY map_index"), {"r": dr.run_id}).all()
+    assert [(q.map_index, q.status) for q in queries] == [(0, "success"), (1, "success"), (2, "success")]
+    for q in queries:
+        rows = json.loads(q.metrics)["rows"]
+        assert set(rows) == {"raw", "calibrations", "refcat", "templates", "raw_templates"}
+        assert rows["raw"] == 1 and rows["calibrations"] >= 1 and rows["refcat"] == 1 and rows["templates"] >= 1
+        assert rows["raw_templates"] == 0  # the default survey has every template processed
+    assert len(store.run_files(dr.run_id, filetype="manifest")) == 3 * 5 + 2  # + night_exposures, q_truth
     ses = se_tasks(store, dr.run_id)
     assert len(ses) == 6 and all(t["status"] == "success" for t in ses)
     ccds = truth("ccds.fits")
@@ -143,7 +153,7 @@ def test_gw_exposure_retry_of_one_ccd_is_in_provenance(run_dag, demo_archive, fa
                     cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
                 except OSError:
                     continue
-                if b"gw.se_ccd" in cmd and b"exposure.se_c40/0/try1" in cmd:
+                if b"gw.se_ccd" in cmd and b"exposure.se_c40/try1" in cmd:  # unmapped group: no map index
                     os.kill(int(pid), signal.SIGKILL)
                     killed.append(int(pid))
                     return
