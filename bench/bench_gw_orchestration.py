@@ -33,6 +33,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -164,6 +165,38 @@ def _run_pool(work: Path, console: Console, workers: int) -> dict[str, Any]:
 
 
 
+_ACCESS = re.compile(r"duration_us=(\d+).*?method=(\w+) path=(\S+)")
+_UUID = re.compile(r"/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def api_requests(log: Path, offset: int = 0) -> dict[str, dict[str, float]]:
+    """The api-server's requests by kind from its access log (from byte ``offset``): count and mean ms.
+
+    Heartbeats (``PUT /execution/task-instances/<id>/heartbeat``), XCom reads and writes,
+    state changes: the traffic each running task puts on the api-server and its database.
+    """
+    counts: dict[str, list[float]] = {}
+    if not log.is_file():
+        return {}
+    with log.open("rb") as f:
+        f.seek(offset)
+        for raw in f:
+            line = raw.decode(errors="replace")
+            m = _ACCESS.search(line) if "http.access" in line else None
+            if not m:
+                continue
+            parts = _UUID.sub("/<id>", m.group(3)).split("/")
+            if parts[1:3] == ["execution", "xcoms"]:
+                path = "/execution/xcoms"
+            elif parts[1:3] == ["execution", "task-instances"]:
+                path = "/".join(parts[:5])
+            else:
+                path = "/".join(parts[:4])
+            counts.setdefault(f"{m.group(2)} {path}", []).append(int(m.group(1)) / 1000)
+    return {k: {"n": len(v), "mean_ms": round(statistics.mean(v), 1)}
+            for k, v in sorted(counts.items(), key=lambda kv: -len(kv[1]))}
+
+
 def slot_gaps(spans: list[tuple[datetime, datetime]]) -> list[float]:
     """For each task start, seconds since the last task end before it: how long a freed slot sat idle.
 
@@ -190,19 +223,25 @@ def run_airflow(home: Path, console: Console, slots: int = WORKERS,
         up_s = time.perf_counter() - t_up
         stack.wait_dag("gw_exposure")
         console.print(f"(a) Airflow stack up in {up_s:.1f} s at {stack.base_url} (logs {stack.log_dir})")
+        api_log = stack.log_dir / "api-server.log"  # appended to by every stack in this home
+        api_offset = api_log.stat().st_size if api_log.is_file() else 0
         t0 = time.perf_counter()
         with ProcCpu() as cpu:
             run_id = stack.trigger("gw_exposure", {"expnum": EXPNUM, "night": NIGHT, "ccds": CCDS})
-            # Poll slowly: the bench's own REST polling is load on the api-server that a nightly run
+            # Poll slowly (a poll costs the api-server about 90 ms): the bench's own polling is load that a nightly run
             # does not have. The wall time comes from the run's own dates, so it does not depend on
             # the poll: from the trigger (queued) to the run's end.
-            run = stack.wait("gw_exposure", run_id, timeout=3600, poll=5.0)
+            run = stack.wait("gw_exposure", run_id, timeout=7200, poll=15.0)
         wall_polled = time.perf_counter() - t0
         try:
             wall = (_ts(run["end_date"]) - _ts(run.get("queued_at") or run["start_date"])).total_seconds()
         except (KeyError, TypeError, ValueError):
             wall = wall_polled
         tis = stack.task_instances("gw_exposure", run_id)
+    api = api_requests(api_log, api_offset)
+    if api:
+        console.print("(a) api-server requests: " + ", ".join(f"{k} {v['n']} ({v['mean_ms']:.0f} ms)"
+                                                         for k, v in list(api.items())[:6]))
     latency = [(_ts(t["start_date"]) - _ts(t["queued_when"])).total_seconds()
                for t in tis if t.get("queued_when") and t.get("start_date")]
     states: dict[str, int] = {}
@@ -219,7 +258,7 @@ def run_airflow(home: Path, console: Console, slots: int = WORKERS,
     busy = sum(float(t["duration"] or 0) for t in ran)
     console.print(f"(a) Airflow: run {run['state']} in {wall:.1f} s; task states {states}")
     console.print("(a) CPU s by process kind: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.totals.items()))
-    return {"wall_s": wall, "cpu_s_by_kind": cpu.totals, "state": run["state"], "run_id": run_id, "stack_up_s": up_s, "task_states": states,
+    return {"wall_s": wall, "cpu_s_by_kind": cpu.totals, "api_requests": api, "state": run["state"], "run_id": run_id, "stack_up_s": up_s, "task_states": states,
             "n_tasks_ran": len(ran), "task_busy_s": busy,
             "queued_to_running_s": percentiles(latency), "slot_free_to_start_s": percentiles(gaps),
             "task_instances": [{k: t.get(k) for k in ("task_id", "map_index", "state", "queued_when", "start_date",

@@ -21,8 +21,10 @@ _HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 def kind(cmd: list[str]) -> str:
     """A process's kind from its command line (Airflow daemons, steps, tools, database)."""
+    if not cmd:  # no command line: a kernel thread (page reclaim, writeback, I/O completion)
+        return "kernel threads"
     c = " ".join(cmd)
-    exe = os.path.basename(cmd[0]) if cmd else ""
+    exe = os.path.basename(cmd[0])
     for needle, name in (("api-server", "api-server"), ("api_server", "api-server"), ("scheduler", "scheduler"),
                          ("dag-processor", "dag-processor"), ("dag_processor", "dag-processor"),
                          ("triggerer", "triggerer"), ("skyops.cli.main step run", "step")):
