@@ -289,7 +289,7 @@ def raw_template_exposures(expnums: list[int] | int, ti: Any = None) -> list[dic
     group is not mapped (``gw_exposure``).
     """
     if isinstance(expnums, int):
-        plans = [ti.xcom_pull(task_ids=f"{GROUP}.plan_se", key="raw_templates", map_indexes=None)]
+        plans = [ti.xcom_pull(task_ids=f"{GROUP}.plan_se", key="raw_templates", map_indexes=-1)]
     else:
         plans = ti.xcom_pull(task_ids=f"{GROUP}.plan_se", key="raw_templates",
                              map_indexes=list(range(len(expnums or [])))) or []

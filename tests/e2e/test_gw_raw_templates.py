@@ -117,3 +117,17 @@ def test_raw_only_templates_are_se_d_once_and_differenced_against(run_dag, raw_t
         d = [np.hypot((c.ra - t["ra"]) * np.cos(np.radians(t["dec"])), c.dec - t["dec"]) * 3600
              for c in cands if c.expnum == t["expnum"]]
         assert d and min(d) < 1.0, (int(t["expnum"]), float(t["snr_expected"]))
+
+
+def test_gw_exposure_ses_the_raw_templates_of_its_one_exposure(run_dag, raw_template_archive):
+    """gw_exposure's group is not mapped: its plan_se is read at map index -1, and its templates still run."""
+    dr = run_dag(DAGS / "gw_exposure.py", run_conf={"night": NIGHT, "expnum": SEARCH[0], "ccds": str(CCD)})
+    assert dr.state == "success"
+    tis = {(t.task_id, t.map_index): t for t in dr.get_task_instances()}
+    assert tis[(f"exposure.se_c{CCD}", -1)].state == "success"  # no map index: one exposure
+    for i, texp in enumerate(TEMPLATES):
+        assert tis[(f"template.se_c{CCD}", i)].state == "success"
+        assert tis[(f"template.se_c{CCD}", i)].rendered_map_index == f"{texp} c{CCD}"
+    store = ProvenanceStore.from_config()
+    (diff,) = store.run_files(dr.run_id, filetype="gw_diff_image")
+    assert fitsio.read_header(diff, 0)["NTEMPL"] == 2
