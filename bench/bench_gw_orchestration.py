@@ -45,7 +45,7 @@ from datetime import datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from bench.proc_cpu import ProcCpu  # noqa: E402
+from bench.proc_cpu import ProcCpu, vmstat, vmstat_delta  # noqa: E402
 from bench.stats import parse_ts as _ts, percentiles  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -84,9 +84,11 @@ def _paths(r: dict[str, Any], filetype: str) -> list[str]:
 
 def run_pool(work: Path, console: Console, workers: int = WORKERS) -> dict[str, Any]:
     """(b): the gw_exposure steps in dependency order, CCD steps on a process pool of ``workers``."""
+    vm0 = vmstat()
     with ProcCpu() as cpu:
         out = _run_pool(work, console, workers)
-    out["cpu_s_by_kind"] = cpu.totals
+    out["cpu_s_by_kind"], out["vmstat"] = cpu.totals, vmstat_delta(vm0)
+    console.print(f"(b) vmstat: {out['vmstat']}")
     console.print("(b) CPU s by process kind: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.totals.items()))
     return out
 
@@ -197,6 +199,28 @@ def api_requests(log: Path, offset: int = 0) -> dict[str, dict[str, float]]:
             for k, v in sorted(counts.items(), key=lambda kv: -len(kv[1]))}
 
 
+def pg_wal_stats() -> dict[str, float]:
+    """The PostgreSQL cluster's WAL counters (``pg_stat_wal``: records, bytes, writes, fsyncs) and commits.
+
+    Every commit of the scheduler, api-server and tasks is a WAL flush (an fdatasync) on the
+    disk the steps write to; {} when the server cannot be asked.
+    """
+    import sqlalchemy as sa
+
+    from skyops.operators.devstack import PG_ADMIN_URL
+
+    try:
+        eng = sa.create_engine(PG_ADMIN_URL)
+        with eng.connect() as c:
+            wal = c.execute(sa.text("SELECT wal_records, wal_bytes, wal_write, wal_sync FROM pg_stat_wal")).one()
+            commits = c.execute(sa.text("SELECT sum(xact_commit) FROM pg_stat_database")).scalar()
+        eng.dispose()
+    except Exception:  # noqa: BLE001 - a diagnostic, not the measurement
+        return {}
+    return {"wal_records": int(wal[0]), "wal_bytes": int(wal[1]), "wal_write": int(wal[2]),
+            "wal_sync": int(wal[3]), "commits": int(commits or 0)}
+
+
 def slot_gaps(spans: list[tuple[datetime, datetime]]) -> list[float]:
     """For each task start, seconds since the last task end before it: how long a freed slot sat idle.
 
@@ -226,6 +250,7 @@ def run_airflow(home: Path, console: Console, slots: int = WORKERS,
         api_log = stack.log_dir / "api-server.log"  # appended to by every stack in this home
         api_offset = api_log.stat().st_size if api_log.is_file() else 0
         t0 = time.perf_counter()
+        vm0, wal0 = vmstat(), pg_wal_stats()
         with ProcCpu() as cpu:
             run_id = stack.trigger("gw_exposure", {"expnum": EXPNUM, "night": NIGHT, "ccds": CCDS})
             # Poll slowly (a poll costs the api-server about 90 ms): the bench's own polling is load that a nightly run
@@ -233,6 +258,7 @@ def run_airflow(home: Path, console: Console, slots: int = WORKERS,
             # the poll: from the trigger (queued) to the run's end.
             run = stack.wait("gw_exposure", run_id, timeout=7200, poll=15.0)
         wall_polled = time.perf_counter() - t0
+        vm, wal = vmstat_delta(vm0), {k: v - wal0.get(k, 0) for k, v in pg_wal_stats().items()}
         try:
             wall = (_ts(run["end_date"]) - _ts(run.get("queued_at") or run["start_date"])).total_seconds()
         except (KeyError, TypeError, ValueError):
@@ -258,7 +284,8 @@ def run_airflow(home: Path, console: Console, slots: int = WORKERS,
     busy = sum(float(t["duration"] or 0) for t in ran)
     console.print(f"(a) Airflow: run {run['state']} in {wall:.1f} s; task states {states}")
     console.print("(a) CPU s by process kind: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.totals.items()))
-    return {"wall_s": wall, "cpu_s_by_kind": cpu.totals, "api_requests": api, "state": run["state"], "run_id": run_id, "stack_up_s": up_s, "task_states": states,
+    console.print(f"(a) vmstat: {vm}; PostgreSQL WAL (whole cluster): {wal}")
+    return {"wall_s": wall, "cpu_s_by_kind": cpu.totals, "vmstat": vm, "pg_wal": wal, "api_requests": api, "state": run["state"], "run_id": run_id, "stack_up_s": up_s, "task_states": states,
             "n_tasks_ran": len(ran), "task_busy_s": busy,
             "queued_to_running_s": percentiles(latency), "slot_free_to_start_s": percentiles(gaps),
             "task_instances": [{k: t.get(k) for k in ("task_id", "map_index", "state", "queued_when", "start_date",

@@ -13,16 +13,26 @@ CPU spent before sampling started is not counted. Use::
 from __future__ import annotations
 
 import os
+import re
 import threading
 from pathlib import Path
 
 _HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def kind(cmd: list[str]) -> str:
-    """A process's kind from its command line (Airflow daemons, steps, tools, database)."""
+_KTHREAD_INSTANCE = re.compile(r"[/:].*$|\d+$")
+
+
+def kind(cmd: list[str], comm: str = "") -> str:
+    """A process's kind from its command line (Airflow daemons, steps, tools, database).
+
+    Kernel threads (no command line) are named by their thread name without its instance
+    (``kworker/u4:2`` -> ``kworker``, ``kswapd0`` -> ``kswapd``): page reclaim, writeback and
+    the journal show up separately.
+    """
     if not cmd:  # no command line: a kernel thread (page reclaim, writeback, I/O completion)
-        return "kernel threads"
+        name = _KTHREAD_INSTANCE.sub("", comm) if comm else ""
+        return f"kernel: {name}" if name else "kernel threads"
     c = " ".join(cmd)
     exe = os.path.basename(cmd[0])
     for needle, name in (("api-server", "api-server"), ("api_server", "api-server"), ("scheduler", "scheduler"),
@@ -60,15 +70,16 @@ class ProcCpu:
                 cmd = [a.decode(errors="replace") for a in Path(entry.path, "cmdline").read_bytes().split(b"\0") if a]
             except OSError:
                 continue
+            comm = stat[stat.find("(") + 1:stat.rfind(")")]
             fields = stat[stat.rfind(")") + 2:].split()
             cpu = (int(fields[11]) + int(fields[12])) / _HZ
             key = (entry.name, fields[19])
             rec = self._seen.get(key)
             if rec is None:  # a process born since the last sample counts from zero
-                self._seen[key] = [kind(cmd), cpu if first else 0.0, cpu, cmd]
+                self._seen[key] = [kind(cmd, comm), cpu if first else 0.0, cpu, cmd]
             else:
                 if rec[3] != cmd:  # a fork that exec'd since: classify by what it runs now
-                    rec[0], rec[3] = kind(cmd), cmd
+                    rec[0], rec[3] = kind(cmd, comm), cmd
                 rec[2] = cpu
 
     def _run(self) -> None:
@@ -90,3 +101,26 @@ class ProcCpu:
         for k, first, last, _ in self._seen.values():
             totals[k] = totals.get(k, 0.0) + max(0.0, last - first)
         self.totals = {k: round(v, 1) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
+#: /proc/vmstat counters that say whether a run was short of page cache: pages read from and
+#: written to disk (KiB), pages the kernel scanned and reclaimed in the background (kswapd) and
+#: in the writers' own time (direct reclaim), and the stalls direct reclaim caused.
+VMSTAT_KEYS = ("pgpgin", "pgpgout", "pgscan_kswapd", "pgscan_direct", "pgsteal_kswapd", "pgsteal_direct",
+               "allocstall_normal", "allocstall_movable")
+
+
+def vmstat() -> dict[str, int]:
+    """The :data:`VMSTAT_KEYS` counters now (empty where /proc/vmstat is not there)."""
+    try:
+        lines = Path("/proc/vmstat").read_text().splitlines()
+    except OSError:
+        return {}
+    values = dict(line.split() for line in lines if line.split()[0] in VMSTAT_KEYS)
+    return {k: int(v) for k, v in values.items()}
+
+
+def vmstat_delta(before: dict[str, int]) -> dict[str, int]:
+    """The counters' growth since ``before`` (``pgpgin``/``pgpgout`` in KiB, the rest in pages or events)."""
+    now = vmstat()
+    return {k: now[k] - before.get(k, 0) for k in now}

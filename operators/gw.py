@@ -53,6 +53,13 @@ _N = r"(?:[1-9]|[1-5][0-9]|6[0-2])"
 CCD_LIST_PATTERN = rf"^\s*$|^\s*{_N}(?:\s*-\s*{_N})?(?:\s*,\s*{_N}(?:\s*-\s*{_N})?)*\s*$"
 #: Jinja for the run's validated params (pushed by the ``params`` task).
 P = "ti.xcom_pull(task_ids='params')"
+#: The run's night and destination straight from the DAG params, for the fields of the CCD tasks:
+#: no XCom read (the ``P`` form costs one call to the API server per field per task, 240 per
+#: 60-CCD exposure). The night follows :func:`resolve_params`' rule (the param, else the night
+#: the data interval starts); the params were validated against the DAG's schema at trigger,
+#: and no CCD task runs unless the ``params`` task validated them further.
+NIGHT = "{{ params.night or (data_interval_start.strftime('%Y%m%d') if data_interval_start else '') }}"
+DESTINATION = "{{ params.destination }}"
 
 
 def dag_params(cfg: GWNightlyConfig, *, night_required: bool = False, expnum: bool = False) -> dict[str, Param]:
@@ -313,7 +320,7 @@ def _compute(cfg: GWNightlyConfig, step: str, **kw: Any) -> ComputeOperator:
     return ComputeOperator(
         step=step, backend=s.executor or cfg.executor,
         resources=s.resources.model_dump() if s.resources else None,
-        unit="{{ " + P + "['night'] }}", destination="{{ " + P + "['destination'] }}",
+        unit=NIGHT, destination=DESTINATION,
         campaign=cfg.campaign, push_outputs=False, **({"retries": s.retries} if s.retries is not None else {}),
         **({"pool": s.pool} if s.pool else {}), **kw)
 

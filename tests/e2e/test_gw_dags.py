@@ -82,6 +82,10 @@ def test_gw_nightly_demo_night(run_dag, demo_archive, fast_retries, tmp_path):
         assert rows["raw"] == 1 and rows["calibrations"] >= 1 and rows["refcat"] == 1 and rows["templates"] >= 1
         assert rows["raw_templates"] == 0  # the default survey has every template processed
     assert len(store.run_files(dr.run_id, filetype="manifest")) == 3 * 5 + 2  # + night_exposures, q_truth
+    with store.engine.connect() as c:  # every task of the run, CCD tasks included, is an attempt of the night
+        units = c.execute(sa.text("SELECT DISTINCT unitname FROM pfw_attempt WHERE run_id = :r"),
+                          {"r": dr.run_id}).scalars().all()
+    assert units == [NIGHT]
     ses = se_tasks(store, dr.run_id)
     assert len(ses) == 6 and all(t["status"] == "success" for t in ses)
     ccds = truth("ccds.fits")

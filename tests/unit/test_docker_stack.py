@@ -151,3 +151,24 @@ def test_dockerfiles_agree_with_the_stack(compose: dict[str, Any]) -> None:
     assert kube.image.endswith(":0.1.0") and compose["x-airflow-common"]["image"].endswith(":0.1.0}")
     init = (DOCKER / "postgres" / "init-databases.sh").read_text()
     assert "/run/secrets/airflow_db_password" in init and "skyops_prov" in init
+
+
+#: The Airflow settings measured for nodes that run CPU-bound steps (bench gw_orchestration; README).
+NODE_TUNING = {("workers", "min_heartbeat_interval"): "1", ("dag_processor", "min_file_process_interval"): "1800",
+               ("scheduler", "scheduler_idle_sleep_time"): "2"}
+
+
+def test_the_node_tuning_is_the_same_in_compose_helm_and_the_devstack(compose: dict[str, Any],
+                                                                       values: dict[str, Any],
+                                                                       tmp_path: Path) -> None:
+    """What was measured is what every deployment runs: the devstack, compose and Helm agree."""
+    from skyops.operators.devstack import AirflowStack
+
+    dev = AirflowStack(tmp_path, "postgresql+psycopg2://u@localhost/x").make_env()
+    for service in AIRFLOW_SERVICES - {"airflow-init"}:
+        env = env_of(compose["services"][service])
+        for (section, key), value in NODE_TUNING.items():
+            name = f"AIRFLOW__{section.upper()}__{key.upper()}"
+            assert env.get(name) == value, f"compose {service}: {name}"
+            assert dev[name] == value, f"devstack: {name}"
+            assert str(values["config"][section][key]) == value, f"helm config.{section}.{key}"
