@@ -17,22 +17,27 @@ import re
 import threading
 from pathlib import Path
 
+#: /proc/PID/stat flags bit of a kernel thread (include/linux/sched.h).
+_PF_KTHREAD = 0x00200000
 _HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 _KTHREAD_INSTANCE = re.compile(r"[/:].*$|\d+$")
 
 
+def kernel_kind(comm: str) -> str:
+    """A kernel thread's kind: its name without the instance (``kworker/u4:2`` -> ``kernel: kworker``)."""
+    return f"kernel: {_KTHREAD_INSTANCE.sub('', comm) or comm}"
+
+
 def kind(cmd: list[str], comm: str = "") -> str:
     """A process's kind from its command line (Airflow daemons, steps, tools, database).
 
-    Kernel threads (no command line) are named by their thread name without its instance
-    (``kworker/u4:2`` -> ``kworker``, ``kswapd0`` -> ``kswapd``): page reclaim, writeback and
-    the journal show up separately.
+    An exited process (a zombie until its parent reaps it) has no command line any more; it
+    keeps the kind it was first seen with (see :class:`ProcCpu`), else it is named by ``comm``.
     """
-    if not cmd:  # no command line: a kernel thread (page reclaim, writeback, I/O completion)
-        name = _KTHREAD_INSTANCE.sub("", comm) if comm else ""
-        return f"kernel: {name}" if name else "kernel threads"
+    if not cmd:  # a process that exited and awaits its parent (a zombie): its command line is gone
+        return f"other ({comm[:24]})"
     c = " ".join(cmd)
     exe = os.path.basename(cmd[0])
     for needle, name in (("api-server", "api-server"), ("api_server", "api-server"), ("scheduler", "scheduler"),
@@ -72,15 +77,17 @@ class ProcCpu:
                 continue
             comm = stat[stat.find("(") + 1:stat.rfind(")")]
             fields = stat[stat.rfind(")") + 2:].split()
+            kthread = int(fields[6]) & _PF_KTHREAD
             cpu = (int(fields[11]) + int(fields[12])) / _HZ
             key = (entry.name, fields[19])
             rec = self._seen.get(key)
             if rec is None:  # a process born since the last sample counts from zero
-                self._seen[key] = [kind(cmd, comm), cpu if first else 0.0, cpu, cmd]
+                name = kernel_kind(comm) if kthread else kind(cmd, comm)
+                self._seen[key] = [name, cpu if first else 0.0, cpu, cmd]
             else:
-                if rec[3] != cmd:  # a fork that exec'd since: classify by what it runs now
+                if cmd and rec[3] != cmd:  # a fork that exec'd since: classify by what it runs now
                     rec[0], rec[3] = kind(cmd, comm), cmd
-                rec[2] = cpu
+                rec[2] = cpu  # (an exited process keeps its kind: its command line reads empty)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -24,8 +24,10 @@ second of scheduling and process start on a node that is busy with CCDs: one ``q
 looks up the raw file, calibrations, reference catalogue and templates; ``calibrate`` and
 ``ingest`` gather their fan-in inputs themselves (``step_params_from``); the collecting
 tasks read one XCom per CCD task (its return value) and the plan's ``planned`` list, not a
-key per filetype and per CCD, and the CCD tasks push no per-filetype keys: a 60-CCD exposure
-makes about 570 XCom reads and 275 writes in all (``bench gw_orchestration`` counts them).
+key per filetype and per CCD, the CCD tasks push no per-filetype keys, and their ``unit`` and
+``destination`` come from the DAG params (:data:`NIGHT`), not from the ``params`` task's XCom:
+a 60-CCD exposure makes about 330 XCom reads and 275 writes in all (``bench gw_orchestration``
+counts them).
 
 Everything here is wiring; which file goes to which CCD is :mod:`skyops.campaigns.gw.plan`.
 """
