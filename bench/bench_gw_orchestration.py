@@ -20,8 +20,9 @@ seconds of every process by kind (:mod:`bench.proc_cpu`: steps, api-server, sche
 PostgreSQL...), which is where an orchestrator's overhead shows on a busy node. Results:
 ``bench/results/gw_orchestration.json``. Run on an otherwise idle machine; the VM's speed
 drifts between identical runs, so alternate the two (``--skip-pool`` / ``--skip-airflow``
-with ``--keep``/``--no-build``) and compare medians. ``--slots`` and ``--workers`` set the
-concurrency of each side (default 2, the cores).
+with ``--keep``/``--no-build``) and compare medians. ``--workers`` sets the pool's size (default 2,
+the cores); ``--slots`` Airflow's (default 3) and ``--cores`` how many steps compute at once
+under Airflow (:mod:`skyops.executors.core_slots`; default 2).
 """
 from __future__ import annotations
 
@@ -344,8 +345,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--ccds", default=CCDS, help="the search CCDs to process (default: all 60)")
     ap.add_argument("--workers", type=int, default=WORKERS,
                     help=f"the process pool's workers (default {WORKERS}, the machine's cores)")
-    ap.add_argument("--slots", type=int, default=WORKERS,
-                    help=f"Airflow LocalExecutor parallelism (default {WORKERS}, the pool's workers)")
+    ap.add_argument("--slots", type=int, default=WORKERS + 1,
+                    help=f"Airflow LocalExecutor parallelism (default {WORKERS + 1}: one more than the pool's "
+                         "workers; the core slots keep the steps at --cores)")
+    ap.add_argument("--cores", type=int, default=WORKERS,
+                    help=f"executors.local.cores for the Airflow side: steps computing at once (default "
+                         f"{WORKERS}, the pool's workers; 0: no limit, as before core slots)")
     ap.add_argument("--airflow-env", action="append", default=[], metavar="AIRFLOW__SECTION__KEY=VALUE",
                     help="extra Airflow setting for the stack (repeatable), e.g. scheduler tuning")
     ap.add_argument("--no-build", action="store_true",
@@ -355,7 +360,7 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     if args.no_build and not args.keep:
         ap.error("--no-build needs --keep HOME (the home holding the built archive)")
-    airflow_env = dict(kv.split("=", 1) for kv in args.airflow_env)
+    airflow_env = {"SKYOPS_LOCAL_CORES": str(args.cores), **dict(kv.split("=", 1) for kv in args.airflow_env)}
     CCDS = args.ccds
     if args.preset != "gw-demo":
         RESULTS = RESULTS_DIR / f"gw_orchestration-{args.preset}.json"
@@ -411,7 +416,7 @@ def main(argv: list[str]) -> int:
 
         table = Table(title=f"gw_exposure {EXPNUM} ({NIGHT}), CCDs {CCDS}: Airflow vs a process pool, "
                             f"{args.workers} workers, {args.preset} CCDs")
-        for col in ("", f"(a) Airflow LocalExecutor ({args.slots} slots)", f"(b) ProcessPool({args.workers})"):
+        for col in ("", f"(a) Airflow LocalExecutor ({args.slots} slots, {args.cores or 'unlimited'} cores)", f"(b) ProcessPool({args.workers})"):
             table.add_column(col, justify="left" if not col else "right")
         table.add_row("wall time, s", f"{a['wall_s']:.1f}" if a else "-", f"{b['wall_s']:.1f}")
         table.add_row("gw.se_ccd mean per CCD, s", f"{a['se_task_mean_s']:.2f} (task)" if a and a["se_task_mean_s"]
@@ -451,7 +456,7 @@ def main(argv: list[str]) -> int:
         RESULTS.write_text(json.dumps({
             "benchmark": "gw_orchestration", "host": platform.node(), "python": platform.python_version(),
             "cpus": os.cpu_count(), "when": datetime.now().isoformat(timespec="seconds"),
-            "expnum": EXPNUM, "night": NIGHT, "ccds": CCDS, "workers": args.workers, "airflow_slots": args.slots,
+            "expnum": EXPNUM, "night": NIGHT, "ccds": CCDS, "workers": args.workers, "airflow_slots": args.slots, "airflow_cores": args.cores,
             "airflow_env": airflow_env, "preset": args.preset, "seed": 42,
             "archive_build_s": None if t_archive is None else round(t_archive, 2), "loadavg_start": load0, "loadavg_end": os.getloadavg(), "pool": b, "airflow": a, "airflow_error": a_error,
             "ratio_airflow_over_pool": ratio, "target_ratio": TARGET_RATIO, "extrapolation_60_cores": ext,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from skyops.errors import ConfigError
 
@@ -107,7 +107,19 @@ class WorkspaceConfig(SkyopsModel):
 
 
 class LocalExecutorConfig(SkyopsModel):
-    max_parallel: int = Field(2, ge=1)
+    """Steps as subprocesses of the Airflow task (:mod:`skyops.executors.local`)."""
+
+    cores: int | None = Field(
+        None, ge=0,
+        description="cores the local steps of this host may hold at once (skyops.executors.core_slots); "
+                    "default: the cores this process may use; 0: no limit")
+    slot_dir: Path | None = Field(None, description="node-local folder for the core locks; default: the temp dir")
+
+    @field_validator("cores", "slot_dir", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, v: object) -> object:
+        """``${SKYOPS_LOCAL_CORES:-}`` with the variable unset means: the default."""
+        return None if v == "" else v
     python: str | None = Field(None, description="interpreter for `skyops step run`; default: this one")
 
 

@@ -45,10 +45,10 @@ def test_unknown_key_names_file_and_key(tmp_path):
 
 
 def test_wrong_type_names_key_and_expectation(tmp_path):
-    p = write(tmp_path, "executors:\n  local:\n    max_parallel: lots\n")
+    p = write(tmp_path, "executors:\n  local:\n    cores: lots\n")
     with pytest.raises(ConfigError) as e:
         load_platform_config(p)
-    assert str(e.value) == (f"{p}: key 'executors.local.max_parallel': Input should be a valid integer, "
+    assert str(e.value) == (f"{p}: key 'executors.local.cores': Input should be a valid integer, "
                             "unable to parse string as an integer (got 'lots')")
 
 
