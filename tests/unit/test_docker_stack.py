@@ -172,3 +172,10 @@ def test_the_node_tuning_is_the_same_in_compose_helm_and_the_devstack(compose: d
             assert env.get(name) == value, f"compose {service}: {name}"
             assert dev[name] == value, f"devstack: {name}"
             assert str(values["config"][section][key]) == value, f"helm config.{section}.{key}"
+
+
+def test_helm_workers_compute_as_many_local_steps_as_the_cores_they_request(values: dict[str, Any]) -> None:
+    """Celery may run more tasks than cores; the core slots must stop at the pod's CPU request."""
+    env = {e["name"]: e.get("value") for e in values["env"]}
+    assert env["SKYOPS_LOCAL_CORES"] == str(values["workers"]["resources"]["requests"]["cpu"])
+    assert int(env["SKYOPS_LOCAL_CORES"]) < values["config"]["celery"]["worker_concurrency"]
