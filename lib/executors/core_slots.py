@@ -13,7 +13,9 @@ How: one lock file per core in a node-local folder, each held with ``flock`` by 
 process that runs a step on that core. The kernel drops a lock when its holder dies, so a
 killed task never leaks a core. Waiting tasks queue on a ``gate`` lock; the one at its head
 polls the core locks every ``poll`` seconds (a few system calls), the others sleep in the
-kernel. Locks are taken in the task process and are not inherited by the step.
+kernel. A step that needs several cores keeps those it has while it waits at the head for the
+rest, so one-core steps cannot starve it. Locks are taken in the task process and are not
+inherited by the step (close-on-exec).
 """
 from __future__ import annotations
 
