@@ -114,13 +114,13 @@ class LocalExecutorConfig(SkyopsModel):
         description="cores the local steps of this host may hold at once (skyops.executors.core_slots); "
                     "default: the cores this process may use; 0: no limit")
     slot_dir: Path | None = Field(None, description="node-local folder for the core locks; default: the temp dir")
+    python: str | None = Field(None, description="interpreter for `skyops step run`; default: this one")
 
     @field_validator("cores", "slot_dir", mode="before")
     @classmethod
     def _unset_when_empty(cls, v: object) -> object:
         """``${SKYOPS_LOCAL_CORES:-}`` with the variable unset means: the default."""
         return None if v == "" else v
-    python: str | None = Field(None, description="interpreter for `skyops step run`; default: this one")
 
 
 class KubernetesExecutorConfig(SkyopsModel):
