@@ -259,13 +259,13 @@ def slot_gaps(spans: list[tuple[datetime, datetime]]) -> list[float]:
 
 
 def run_airflow(home: Path, console: Console, slots: int = WORKERS,
-                extra_env: dict[str, str] | None = None, control_nice: int = 0) -> dict[str, Any]:
+                extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     """(a): gw_exposure on a real scheduler + LocalExecutor (parallelism ``slots``, default WORKERS)."""
     from skyops.operators.devstack import AirflowStack, pg_database
 
     t_up = time.perf_counter()
     with pg_database(prefix="skyops_bench") as url, \
-            AirflowStack(home, url, parallelism=slots, extra_env=extra_env, control_nice=control_nice) as stack:
+            AirflowStack(home, url, parallelism=slots, extra_env=extra_env) as stack:
         up_s = time.perf_counter() - t_up
         stack.wait_dag("gw_exposure")
         console.print(f"(a) Airflow stack up in {up_s:.1f} s at {stack.base_url} (logs {stack.log_dir})")
@@ -381,9 +381,6 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--cores", type=int, default=WORKERS,
                     help=f"executors.local.cores for the Airflow side: steps computing at once (default "
                          f"{WORKERS}, the pool's workers; 0: no limit, as before core slots)")
-    ap.add_argument("--control-nice", type=int, default=0, metavar="N",
-                    help="run Airflow's components at this session nice value, the steps at 0 "
-                         "(operators.devstack.set_session_nice; default 0)")
     ap.add_argument("--airflow-env", action="append", default=[], metavar="AIRFLOW__SECTION__KEY=VALUE",
                     help="extra Airflow setting for the stack (repeatable), e.g. scheduler tuning")
     ap.add_argument("--no-build", action="store_true",
@@ -440,7 +437,7 @@ def main(argv: list[str]) -> int:
         a, a_error = None, None
         if not args.skip_airflow:
             try:
-                a = run_airflow(home, console, slots=args.slots, extra_env=airflow_env, control_nice=args.control_nice)
+                a = run_airflow(home, console, slots=args.slots, extra_env=airflow_env)
             except Exception as exc:  # noqa: BLE001 - report (b) and what blocked (a)
                 a_error = f"{type(exc).__name__}: {exc}"
                 console.print(f"[red](a) Airflow failed:[/] {a_error}")
@@ -490,7 +487,7 @@ def main(argv: list[str]) -> int:
             "benchmark": "gw_orchestration", "host": platform.node(), "python": platform.python_version(),
             "cpus": os.cpu_count(), "when": datetime.now().isoformat(timespec="seconds"),
             "expnum": EXPNUM, "night": NIGHT, "ccds": CCDS, "workers": args.workers, "airflow_slots": args.slots, "airflow_cores": args.cores,
-            "airflow_env": airflow_env, "airflow_control_nice": args.control_nice, "preset": args.preset, "seed": 42,
+            "airflow_env": airflow_env, "preset": args.preset, "seed": 42,
             "archive_build_s": None if t_archive is None else round(t_archive, 2), "loadavg_start": load0, "loadavg_end": os.getloadavg(), "pool": b, "airflow": a, "airflow_error": a_error,
             "ratio_airflow_over_pool": ratio, "target_ratio": TARGET_RATIO, "extrapolation_60_cores": ext,
         }, indent=1, default=str))

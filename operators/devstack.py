@@ -84,31 +84,6 @@ def pg_database(admin_url: str = PG_ADMIN_URL, prefix: str = "skyops_af") -> Ite
         admin.dispose()
 
 
-def set_session_nice(pid: int, nice: int, what: str = "") -> bool:
-    """Lower the CPU priority of ``pid``'s session as a whole, leaving the steps' at 0.
-
-    Linux's scheduler shares the cores between sessions before it shares them between the
-    processes of a session (autogroups, on a kernel with ``kernel.sched_autogroup_enabled``
-    and for processes in the root CPU cgroup: a plain machine or VM, not a container). Every
-    component of the stack runs in a session of its own, its LocalExecutor workers, task
-    supervisors and task processes with it; the local executor starts each step's process in
-    a new session, whose group starts at nice 0. Writing ``nice`` to the component's
-    ``/proc/PID/autogroup`` therefore makes Airflow's own work yield to the steps: it runs in
-    the moments when a step waits for its disk, instead of taking turns with the steps on a
-    node whose cores they keep busy. Raising a nice value needs no privilege.
-
-    Returns False, with a log line, where there are no autogroups (the setting is then moot:
-    in a container or a systemd unit, give the control plane its own CPU weight instead).
-    """
-    path = Path(f"/proc/{pid}/autogroup")
-    try:
-        path.write_text(str(nice))
-    except OSError as e:
-        log.info("airflow %s (pid %d): its session's priority stays as it is (%s: %s)", what, pid, path, e)
-        return False
-    return True
-
-
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -128,15 +103,12 @@ class AirflowStack:
     :param extra_env: more environment for every process (overrides the defaults).
     :param dags_folder: the DAG bundle's folder (default: the repo's ``dags/``).
     :param start_timeout: seconds to wait for migration and for health, each.
-    :param control_nice: the nice value (0-19) of the components' scheduling groups: see
-        :func:`set_session_nice`. 0 leaves them level with the steps.
     """
 
     def __init__(self, home: str | os.PathLike[str], metadata_url: str, *, parallelism: int = 2,
                  triggerer: bool = False, extra_env: dict[str, str] | None = None,
                  dags_folder: str | os.PathLike[str] | None = None, start_timeout: float = 240.0,
-                 executor: str = "LocalExecutor", celery_workers: int = 1, broker_url: str = REDIS_URL,
-                 control_nice: int = 0) -> None:
+                 executor: str = "LocalExecutor", celery_workers: int = 1, broker_url: str = REDIS_URL) -> None:
         if executor not in EXECUTORS:
             raise StackError(f"executor {executor!r} is not one of {', '.join(EXECUTORS)}")
         self.home = Path(home).resolve()
@@ -150,9 +122,6 @@ class AirflowStack:
         self.dags_folder = Path(dags_folder or PROJECT_ROOT / "dags").resolve()
         self.extra_env = dict(extra_env or {})
         self.start_timeout = start_timeout
-        if not 0 <= control_nice <= 19:
-            raise StackError(f"control_nice {control_nice} is not a nice value from 0 to 19")
-        self.control_nice = control_nice
         self.port = 0
         self.password = secrets.token_urlsafe(16)
         self.procs: dict[str, subprocess.Popen] = {}
@@ -271,8 +240,6 @@ class AirflowStack:
                                 stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(self.home))
         self.procs[component] = proc
         log.info("started airflow %s (pid %d), log %s", component, proc.pid, out.name)
-        if self.control_nice:
-            set_session_nice(proc.pid, self.control_nice, component)
         return proc
 
     def __enter__(self) -> "AirflowStack":
