@@ -7,6 +7,7 @@ per-CCD science tolerances on larger samples live in the steps' own tests
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -143,6 +144,39 @@ def test_gw_nightly_demo_night(run_dag, demo_archive, fast_retries, tmp_path):
                                             "GROUP BY season"), {"n": NIGHT}).all())
     db.dispose()
     assert per_season == {"dp60": len(cands), "dp61": len(cands)}
+
+
+def test_gw_exposure_with_a_ccd_that_fails_all_its_tries_ends_failed(run_dag, demo_archive, fast_retries):
+    """gw_exposure has no verdict task: its leaf, ingest (none_failed), carries the failure to the run."""
+    stop = threading.Event()
+    killed: list[str] = []
+
+    def killer() -> None:  # every try of CCD 40's SE step, as a node that keeps dying would
+        while not stop.is_set():
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                except OSError:
+                    continue
+                if b"gw.se_ccd" in cmd and b"exposure.se_c40/try" in cmd:
+                    with contextlib.suppress(OSError):
+                        os.kill(int(pid), signal.SIGKILL)
+                        killed.append(pid)
+            time.sleep(0.05)
+
+    th = threading.Thread(target=killer, daemon=True)
+    th.start()
+    try:
+        dr = run_dag(DAGS / "gw_exposure.py", run_conf={"night": NIGHT, "expnum": SEARCH[1], "ccds": "28,40"})
+    finally:
+        stop.set()
+        th.join(5)
+    assert killed
+    states = {t.task_id: t.state for t in dr.get_task_instances()}
+    assert "verdict" not in states
+    assert states["exposure.se_c40"] == "failed" and states["exposure.se_c28"] == "success"
+    assert states["exposure.ingest"] == "upstream_failed"
+    assert dr.state == "failed"
 
 
 def test_gw_exposure_retry_of_one_ccd_is_in_provenance(run_dag, demo_archive, fast_retries):
