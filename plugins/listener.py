@@ -7,6 +7,9 @@ their own: when a cleared run starts again Airflow announces ``on_dag_run_runnin
 the listener then records a ``cleared`` state change for each try that had ended and was
 reset. A listener must never break the component it runs in: every hook logs and
 swallows its own errors.
+
+The same listener warms the scheduler's imports when it starts (``on_starting``,
+:mod:`skyops.plugins.preimport`), so that the task processes forked from it inherit them.
 """
 from __future__ import annotations
 
@@ -106,3 +109,21 @@ def on_dag_run_success(dag_run: Any, msg: str) -> None:
 def on_dag_run_failed(dag_run: Any, msg: str) -> None:
     """The run ended with a failed task: its attempts are ``failed`` (a clear re-opens them)."""
     _finish(dag_run, "failed")
+
+
+@hookimpl
+def on_starting(component: Any) -> None:
+    """A scheduler, dag-processor or triggerer job starts: import what task processes need (:mod:`.preimport`).
+
+    Airflow also calls this in every task process (with a ``TaskRunnerMarker``), where the
+    DAG file's parse has imported everything already: only jobs warm up.
+    """
+    if type(component).__name__ != "Job":
+        return
+    try:
+        from skyops.plugins import preimport
+
+        if preimport.enabled():
+            preimport.preimport()
+    except Exception:  # noqa: BLE001 - a listener must not take its component down
+        log.exception("skyops preimport failed")
