@@ -285,11 +285,25 @@ class AirflowStack:
             self.check_alive()
             h = self.health()
             if h and all((h.get(HEALTH_KEYS[c]) or {}).get("status") == "healthy"
-                         for c in self.components if c in HEALTH_KEYS) and self._workers_ready():
+                         for c in self.components if c in HEALTH_KEYS) and self._workers_ready() \
+                    and self.execution_api_ready():
                 return h
             time.sleep(1.0)
         raise StackError(f"the Airflow stack at {self.base_url} was not healthy after {timeout:.0f} s: {h}; "
                          f"logs in {self.log_dir}")
+
+    def execution_api_ready(self) -> bool:
+        """The Task Execution API (what task supervisors call) answers ``/execution/health``.
+
+        Its app (Cadwyn, versioned) builds its routers on the first request it gets: about 3 s
+        of CPU in the api-server, measured with py-spy. Asking it here moves that off the first
+        task of the first run, whose start (``PATCH .../run``) otherwise waits for it.
+        """
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/execution/health", timeout=30) as r:
+                return json.load(r).get("status") == "healthy"
+        except (OSError, ValueError):
+            return False
 
     def _workers_ready(self) -> bool:
         """Every Celery worker has logged that it is ready (they are not in the health report)."""

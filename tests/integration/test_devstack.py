@@ -32,6 +32,12 @@ def test_stack_runs_a_dag_and_stops_every_process(pg_server_url, tmp_path):
         assert others["is_paused"]  # only the triggered DAG runs: no scheduled runs of the others
         assert not any(_alive(pid) for pid in pids)
         assert (tmp_path / "home" / "airflow" / "logs" / "stack" / "scheduler.log").is_file()
+        # The stack was ready only once the Task Execution API had answered: its one-off set-up
+        # happened before the first task started, not during that task's start.
+        api_log = (tmp_path / "home" / "airflow" / "logs" / "stack" / "api-server.log").read_text()
+        ready = api_log.find("method=GET path=/execution/health")
+        first_run = api_log.find("/run query=")
+        assert 0 <= ready < first_run
         # The provenance listener ran inside the real scheduler and workers without breaking them,
         # and every task try reached the stack's own provenance database.
         import sqlalchemy as sa
