@@ -27,8 +27,8 @@ PROBE_DAG = textwrap.dedent('''
 ''')
 
 
-def test_preimport_imports_what_it_can_and_names_what_it_cannot(caplog):
-    sys.modules.pop("skyops.operators.verdict", None)
+def test_preimport_imports_what_it_can_and_names_what_it_cannot(caplog, monkeypatch):
+    monkeypatch.delitem(sys.modules, "skyops.operators.verdict", raising=False)  # restored afterwards
     with caplog.at_level(logging.INFO, logger=preimport.__name__):
         failed = preimport.preimport(("skyops.operators.verdict", "skyops.no_such_module"))
     assert failed == ["skyops.no_such_module"]
