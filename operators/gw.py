@@ -11,7 +11,7 @@ not mapped, which keeps the scheduler's work per waiting task in memory: see
 :func:`exposure_pipeline`).
 
 Templates that exist only raw (never processed by DESDM) are SE'd before differencing, in
-the same shape: each exposure's ``plan_se`` also says which raw template CCDs its selected
+the same shape: each exposure's ``prepare`` also says which raw template CCDs its selected
 CCDs overlap (``raw_templates`` query, staged raw headers); ``raw_template_exposures``
 merges that over the run's exposures, so a template CCD that several search CCDs or search
 exposures share is processed once; a ``template`` group per raw template exposure (mapped,
@@ -20,8 +20,9 @@ c28``); every exposure's ``plan_diff`` waits for them and hands their outputs to
 ``gw.diffimg_ccd`` beside the processed templates. See :func:`exposure_pipeline`.
 
 The critical path has as few task starts as the work allows, because each one costs about a
-second of scheduling and process start on a node that is busy with CCDs: one ``queries`` task
-looks up the raw file, calibrations, reference catalogue and templates; ``calibrate`` and
+second or two of scheduling and process start on a node that is busy with CCDs: one ``prepare``
+task looks up the raw file, calibrations, reference catalogue and templates, stages them and
+plans the SE (:class:`PrepareExposureOperator`); ``calibrate`` and
 ``ingest`` gather their fan-in inputs themselves (``step_params_from``); the collecting
 tasks read one XCom per CCD task (its return value) and the plan's ``planned`` list, not a
 key per filetype and per CCD, the CCD tasks push no per-filetype keys, and their ``unit`` and
@@ -34,20 +35,21 @@ Everything here is wiring; which file goes to which CCD is :mod:`skyops.campaign
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Sequence
 
-from airflow.sdk import Param, task, task_group
+from airflow.sdk import BaseOperator, Context, Param, task, task_group
 
 from skyops.campaigns.gw.config import GWNightlyConfig
 from skyops.campaigns.gw.params import BANDS, FLAGS
 from skyops.campaigns.gw.plan import SE_FILETYPES, TASK_CCDS, ccd_key
 from skyops.operators.compute import ComputeOperator
-from skyops.operators.desdm import DesdmQueriesOperator
-from skyops.operators.stage import StageFilesOperator
+from skyops.operators.desdm import checked_queries
 
 log = logging.getLogger(__name__)
 
 GROUP = "exposure"
+#: The group's first task: archive lookups, staging and the SE plan (:class:`PrepareExposureOperator`).
+PREPARE = "prepare"
 #: The mapped group that SEs the CCDs of one raw-only template exposure.
 TEMPLATE_GROUP = "template"
 #: A CCD list as a string: numbers 1-62 and ranges of them (``1,3-60,62``), or empty for the default.
@@ -132,9 +134,9 @@ def _outputs(ti: Any, task_id: str, group: str = GROUP, map_index: int | None = 
 def _se_outputs(ti: Any, run: dict[str, Any]) -> dict[int, dict[str, str]]:
     """CCD -> gw.se_ccd outputs by filetype: this run's SE tasks, or (``-j``) earlier runs'."""
     if run["skip_se"]:
-        return {int(c): o for c, o in (_pull(ti, "plan_se", "previous") or {}).items()}
+        return {int(c): o for c, o in (_pull(ti, PREPARE, "previous") or {}).items()}
     out = {}
-    for c in _planned(ti, "plan_se"):
+    for c in _planned(ti, PREPARE):
         outputs = _outputs(ti, f"se_{ccd_key(c)}")
         files = {ft: outputs.get(ft) for ft in SE_FILETYPES}
         if all(files.values()):
@@ -176,17 +178,73 @@ def _push_and_skip(ti: Any, prefix: str, planned: dict[str, Any], group: str = G
         raise DownstreamTasksSkipped(tasks=idle)
 
 
-@task(task_id="plan_se", multiple_outputs=True)
-def plan_se(expnum: int, run: dict[str, Any], queries: dict[str, dict], staged: dict, ti: Any = None) -> None:
-    """Per-CCD gw.se_ccd parameters (XCom keys c01..c62, and ``planned``); CCDs without work are skipped.
+class PrepareExposureOperator(BaseOperator):
+    """One exposure's archive lookups, staging and per-CCD SE plan, in one task (``prepare``).
 
-    ``queries`` is the ``queries`` task's manifests by name. Also (XCom key ``raw_templates``)
-    the raw-only template CCDs the selected CCDs need:
-    :meth:`~skyops.campaigns.gw.plan.RawTemplatePlan.as_xcom`.
+    The three used to be tasks of their own (``queries``, ``stage``, ``plan_se``); each hop
+    between tasks on an exposure's critical path costs about 2 s of scheduling and process
+    start before the first CCD can start, and none of the three is worth retrying alone: the
+    lookups take milliseconds, the staging of a retry finds what is already in place (md5
+    verified) and the plan is pure bookkeeping. Errors still name their stage: a query
+    failure names the query, a transfer the file.
+
+    One provenance row (``query.<lookups>+stage``) records the manifests as generated files,
+    every staged file as used, the row counts and the transfer totals.
+
+    XCom: ``queries`` (``{name: {"manifest", "rows"}}``, the lookups' manifests), ``dest``
+    (where the files were staged), and the plan: per CCD its ``gw.se_ccd`` parameters
+    (keys ``c01``..``c62``, None when it has no work; those CCD tasks are skipped),
+    ``planned`` (the CCDs with work), ``raw_templates`` (the raw-only template CCDs the
+    selected CCDs need: :meth:`~skyops.campaigns.gw.plan.RawTemplatePlan.as_xcom`) and, with
+    ``-j``, ``previous`` (the last SE outputs of each CCD).
+
+    :param expnum: the search exposure (templated; an XComArg or the mapped group's argument).
+    :param queries: ``{name: (query, params)}`` as :class:`~skyops.operators.desdm.DesdmQueriesOperator`;
+        ``raw``, ``calibrations``, ``refcat``, ``templates`` and ``raw_templates`` are needed.
+    :param unit: the provenance unit (the night); templated.
+    :param overwrite: fetch every file again (``-O``); templated.
     """
-    q = queries
-    _push_and_skip(ti, "se", _plan_se(expnum, run, q["raw"], q["calibrations"], q["refcat"], q["raw_templates"],
-                                      staged))
+
+    NEEDED = ("raw", "calibrations", "refcat", "templates", "raw_templates")
+    template_fields: Sequence[str] = ("expnum", "queries", "unit", "overwrite")
+    template_fields_renderers = {"queries": "json"}
+    ui_color = "#e8f4e0"
+
+    def __init__(self, *, expnum: Any, queries: dict[str, tuple[str, dict[str, Any]]], unit: str,
+                 overwrite: Any = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        missing = [name for name in self.NEEDED if name not in queries]
+        if missing:
+            raise ValueError(f"{kwargs.get('task_id')}: PrepareExposureOperator needs the lookups {missing}")
+        self.queries = checked_queries(kwargs.get("task_id"), queries)
+        self.expnum = expnum
+        self.unit = unit
+        self.overwrite = overwrite
+
+    def execute(self, context: Context) -> None:
+        from skyops.config import platform_config
+        from skyops.launch import recorded_task
+        from skyops.operators.compute import task_key
+        from skyops.operators.desdm import query_manifests
+        from skyops.operators.stage import default_dest, stage_manifests
+        from skyops.provenance import ProvenanceStore
+
+        ti = context["ti"]
+        run = ti.xcom_pull(task_ids="params")
+        cfg = platform_config()
+        key = task_key(context)
+        dest = default_dest(cfg, key)
+        store = ProvenanceStore.from_config(cfg)
+        attempt_id = store.attempt(key.dag_id, key.run_id, str(self.unit))
+        name = "query." + "+".join(q for q, _ in self.queries.values()) + "+stage"
+        with recorded_task(store, key, name[:250], attempt_id=attempt_id) as rec:
+            got = query_manifests(self, context, {n: (q, dict(p)) for n, (q, p) in self.queries.items()}, rec)
+            stage_manifests(self, context, [v["manifest"] for v in got.values()], dest, rec,
+                            overwrite=self.overwrite)
+        ti.xcom_push(key="queries", value=got)
+        ti.xcom_push(key="dest", value=str(dest))
+        _push_and_skip(ti, "se", _plan_se(int(self.expnum), run, got["raw"], got["calibrations"], got["refcat"],
+                                          got["raw_templates"], {"dest": str(dest)}))
 
 
 def _plan_se(expnum: int, run: dict[str, Any], raw: dict, cal: dict, ref: dict, raw_tmpl: dict,
@@ -232,31 +290,33 @@ def calibrate_params(context: Any) -> dict[str, Any] | None:
     cats = [o["cat_finalcut"] for _, o in sorted(_se_outputs(ti, run).items())]
     if not cats:
         return None
-    ref, staged = _pull(ti, "queries", "refcat"), _pull(ti, "stage", "dest")
+    ref, staged = _pull(ti, PREPARE, "queries")["refcat"], _pull(ti, PREPARE, "dest")
     refcat = staged_path(staged, list(Manifest.read(ref["manifest"]).records())[-1])
     return {"catalogs": cats, "refcat": refcat, "band": run["band"]}
 
 
 @task(task_id="plan_diff", trigger_rule="none_failed", multiple_outputs=True)
-def plan_diff(expnum: int, run: dict[str, Any], tmpl: dict, staged: dict, ti: Any = None) -> None:
-    """Per-CCD gw.diffimg_ccd parameters (XCom keys): SE outputs, templates and the CCD's zeropoint."""
-    _push_and_skip(ti, "diff", _plan_diff(expnum, run, tmpl, staged, ti))
+def plan_diff(expnum: int, run: dict[str, Any], queries: dict[str, dict], dest: str, ti: Any = None) -> None:
+    """Per-CCD gw.diffimg_ccd parameters (XCom keys): SE outputs, templates and the CCD's zeropoint.
+
+    ``queries`` and ``dest`` are ``prepare``'s lookups and staging folder."""
+    _push_and_skip(ti, "diff", _plan_diff(expnum, run, queries["templates"], dest, ti))
 
 
-def _plan_diff(expnum: int, run: dict[str, Any], tmpl: dict, staged: dict, ti: Any) -> dict[str, Any]:
+def _plan_diff(expnum: int, run: dict[str, Any], tmpl: dict, dest: str, ti: Any) -> dict[str, Any]:
     from skyops.campaigns.gw.params import validate
     from skyops.campaigns.gw.plan import diff_inputs, read_zeropoints
     from skyops.manifest import Manifest
 
     se = _se_outputs(ti, run)
     zps = read_zeropoints(_outputs(ti, "calibrate").get("bliss_zeropoint") if run["calibrate"] else None)
-    return diff_inputs(staged["dest"], se, Manifest.read(tmpl["manifest"]), zps, validate(run), expnum,
+    return diff_inputs(dest, se, Manifest.read(tmpl["manifest"]), zps, validate(run), expnum,
                        raw_templates=_raw_template_images(ti, expnum))
 
 
 def _raw_template_images(ti: Any, expnum: int) -> dict[int, list[str]]:
     """Search CCD -> red_immask files the template group's gw.se_ccd made from raw template CCDs."""
-    needs = (_pull(ti, "plan_se", "raw_templates") or {}).get("needs") or {}
+    needs = (_pull(ti, PREPARE, "raw_templates") or {}).get("needs") or {}
     if not needs:
         return {}
     units = ti.xcom_pull(task_ids="raw_template_exposures") or []  # an unmapped task: its one value
@@ -292,15 +352,15 @@ def ingest_params(context: Any) -> dict[str, Any] | None:
 def raw_template_exposures(expnums: list[int] | int, ti: Any = None) -> list[dict[str, Any]]:
     """The raw-only template exposures to SE in this run, each with its CCDs' gw.se_ccd parameters.
 
-    Merged over every exposure's ``plan_se``: a template CCD that several search CCDs or
+    Merged over every exposure's ``prepare``: a template CCD that several search CCDs or
     search exposures overlap is SE'd once. An exposure whose planning failed adds nothing.
     ``expnums``: the list the exposure group is mapped over, or one exposure number when the
     group is not mapped (``gw_exposure``).
     """
     if isinstance(expnums, int):
-        plans = [ti.xcom_pull(task_ids=f"{GROUP}.plan_se", key="raw_templates", map_indexes=-1)]
+        plans = [ti.xcom_pull(task_ids=f"{GROUP}.{PREPARE}", key="raw_templates", map_indexes=-1)]
     else:
-        plans = ti.xcom_pull(task_ids=f"{GROUP}.plan_se", key="raw_templates",
+        plans = ti.xcom_pull(task_ids=f"{GROUP}.{PREPARE}", key="raw_templates",
                              map_indexes=list(range(len(expnums or [])))) or []
     units: dict[int, dict[str, Any]] = {}
     for plan in plans:
@@ -334,25 +394,23 @@ def exposure_group(cfg: GWNightlyConfig, run: Any):
     def exposure(expnum: int):
         night = "{{ " + P + "['night'] }}"
         unit = night
-        # One task for the five lookups (one connection, one task start); a manifest per name.
-        queries = DesdmQueriesOperator(task_id="queries", unit=unit, queries={
+        # One task for the five lookups, the staging and the SE plan: one task start, not three.
+        prep = PrepareExposureOperator(task_id=PREPARE, expnum=expnum, unit=unit, queries={
             "raw": ("raw_exposure", {"expnum": expnum}),
             "calibrations": ("night_calibrations", {"nite": night, "band": "{{ " + P + "['band'] }}"}),
             "refcat": ("reference_catalog", {}),
             "templates": ("templates", {"expnum": expnum}),
             "raw_templates": ("raw_templates", {"expnum": expnum}),
-        })
-        run >> queries  # its templates read the validated params (gw_exposure maps without waiting for them)
-        stage = StageFilesOperator(task_id="stage", manifest=queries.output["manifests"],
-                                   overwrite="{{ " + P + "['overwrite'] }}", unit=unit)
-        se_plan = plan_se(expnum, run, queries.output, stage.output)
+        }, overwrite="{{ " + P + "['overwrite'] }}")
+        run >> prep  # its templates read the validated params (gw_exposure maps without waiting for them)
+        se_plan = prep.output
         ses = [_compute(cfg, "gw.se_ccd", task_id=f"se_{ccd_key(c)}", step_params=se_plan[ccd_key(c)],
                         map_index_template="{{ task.step_params['expnum'] if task.step_params else '' }}")
                for c in TASK_CCDS]
         calibrate = _compute(cfg, "gw.calibrate", task_id="calibrate", step_params_from=calibrate_params,
                              trigger_rule="none_failed")
         ses >> calibrate
-        diff_plan = plan_diff(expnum, run, queries.output["templates"], stage.output)
+        diff_plan = plan_diff(expnum, run, prep.output["queries"], prep.output["dest"])
         calibrate >> diff_plan
         diffs = [_compute(cfg, "gw.diffimg_ccd", task_id=f"diff_{ccd_key(c)}", step_params=diff_plan[ccd_key(c)],
                           map_index_template="{{ task.step_params['expnum'] if task.step_params else '' }}")
@@ -402,7 +460,7 @@ def exposure_pipeline(cfg: GWNightlyConfig, run: Any, expnums: Any = None, *, ex
     ingest = group.expand(expnum=expnums) if expnum is None else group(expnum=expnum)
     tasks = ingest.task_group.children
     units = raw_template_exposures(expnums if expnum is None else expnum)
-    tasks[f"{GROUP}.plan_se"] >> units
+    tasks[f"{GROUP}.{PREPARE}"] >> units
     template_ses = template_group(cfg).expand(unit=units)
     template_ses >> tasks[f"{GROUP}.plan_diff"]
     return ingest

@@ -42,29 +42,49 @@ class StageFilesOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from skyops.launch import recorded_task
-        from skyops.manifest import merge_manifests
         from skyops.provenance import ProvenanceStore
-        from skyops.staging import open_source, plan, stage
 
         cfg = platform_config()
         key = task_key(context)
-        dest = Path(self.dest) if self.dest else (
-            Path(cfg.workspace.persistent) / "staged" / safe_segment(key.dag_id) / safe_segment(key.run_id))
+        dest = Path(self.dest) if self.dest else default_dest(cfg, key)
         store = ProvenanceStore.from_config(cfg)
         attempt_id = store.attempt(key.dag_id, key.run_id, str(self.unit))
-        manifest = merge_manifests(self.manifest)
-        overwrite = str(self.overwrite).lower() in ("true", "1", "yes")
         with recorded_task(store, key, "stage", attempt_id=attempt_id) as rec:
-            if overwrite:  # -O: fetch everything again from the archive, bypassing what is here
-                for f in plan(manifest, dest, open_source(cfg.archive.root)):
-                    Path(f.dest).unlink(missing_ok=True)
-            report = stage(manifest, dest, root=cfg.archive.root, cache=False if overwrite else cfg.workspace.cache,
-                           workers=self.workers, retries=self.transfer_retries)
-            rec.used([{"path": str(f.path), "md5": f.md5, "size": f.size, "filetype": f.filetype}
-                      for f in report.files])
-            rec.metrics.update(files=len(report.files), bytes=report.bytes, fetched=report.fetched,
-                               cached=report.cached, skipped=report.skipped, seconds=round(report.seconds, 3))
-            report_path = report.write(dest / f".stage_report_{safe_segment(key.task_id)}_{key.map_index}.json")
-        self.log.info("%s", report.summary())
+            out = stage_manifests(self, context, self.manifest, dest, rec, overwrite=self.overwrite,
+                                  workers=self.workers, retries=self.transfer_retries)
         context["ti"].xcom_push(key="dest", value=str(dest))
-        return {"dest": str(dest), "report": str(report_path), "files": len(report.files), "bytes": report.bytes}
+        return out
+
+
+def default_dest(cfg: Any, key: Any) -> Path:
+    """Where a run stages when no destination is given: ``<persistent>/staged/<dag>/<run>``."""
+    return Path(cfg.workspace.persistent) / "staged" / safe_segment(key.dag_id) / safe_segment(key.run_id)
+
+
+def stage_manifests(op: BaseOperator, context: Context, manifest: Any, dest: Path, rec: Any, *,
+                    overwrite: Any = False, workers: int = 4, retries: int = 4) -> dict[str, Any]:
+    """Stage ``manifest`` (a path or a list of paths) into ``dest``, inside an open provenance record.
+
+    ``rec`` (a :class:`~skyops.launch.TaskRecord`) gets every staged file as used, with its
+    md5, and the transfer totals as metrics; the staging report is written beside the
+    files. Returns ``{"dest", "report", "files", "bytes"}``, :class:`StageFilesOperator`'s XCom.
+    """
+    from skyops.manifest import merge_manifests
+    from skyops.staging import open_source, plan, stage
+
+    cfg = platform_config()
+    key = task_key(context)
+    merged = merge_manifests(manifest)
+    if str(overwrite).lower() in ("true", "1", "yes"):  # -O: fetch everything again, bypassing what is here
+        for f in plan(merged, dest, open_source(cfg.archive.root)):
+            Path(f.dest).unlink(missing_ok=True)
+        cache: Any = False
+    else:
+        cache = cfg.workspace.cache
+    report = stage(merged, dest, root=cfg.archive.root, cache=cache, workers=workers, retries=retries)
+    rec.used([{"path": str(f.path), "md5": f.md5, "size": f.size, "filetype": f.filetype} for f in report.files])
+    rec.metrics.update(files=len(report.files), bytes=report.bytes, fetched=report.fetched,
+                       cached=report.cached, skipped=report.skipped, seconds=round(report.seconds, 3))
+    report_path = report.write(dest / f".stage_report_{safe_segment(key.task_id)}_{key.map_index}.json")
+    op.log.info("%s", report.summary())
+    return {"dest": str(dest), "report": str(report_path), "files": len(report.files), "bytes": report.bytes}

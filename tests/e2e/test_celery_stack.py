@@ -72,8 +72,8 @@ def test_celery_stack_clear_a_failed_ccd_and_backfill(demo_archive, tiles_archiv
             run_id = stack.trigger(DAG, {"night": NIGHT, "expnums": [EXPNUM], "ccds": "28,40"})
 
             # The fault: CCD 40's staged flat field, truncated after staging and before its SE runs.
-            wait_for(lambda: ti_state(stack, run_id, "exposure.plan_se") == "success", 600, "plan_se")
-            flat = Path(stack.xcom(DAG, run_id, "exposure.plan_se", key="c40", map_index=0)["flat"])
+            wait_for(lambda: ti_state(stack, run_id, "exposure.prepare") == "success", 600, "prepare")
+            flat = Path(stack.xcom(DAG, run_id, "exposure.prepare", key="c40", map_index=0)["flat"])
             good = flat.read_bytes()
             flat.write_bytes(good[: len(good) // 3])
             stack.set_pool(POOL, 2)

@@ -73,11 +73,13 @@ def test_gw_nightly_demo_night(run_dag, demo_archive, fast_retries, tmp_path):
         listened = c.execute(sa.text("SELECT status FROM task WHERE run_id = :r AND task_id = 'pick_exposures'"),
                              {"r": dr.run_id}).scalars().all()
     assert listened == ["success"]
-    with store.engine.connect() as c:  # one task per exposure runs its five archive lookups
-        queries = c.execute(sa.text("SELECT map_index, status, metrics FROM task WHERE run_id = :r "
-                                    "AND task_id = 'exposure.queries' ORDER BY map_index"), {"r": dr.run_id}).all()
+    with store.engine.connect() as c:  # one task per exposure runs its five archive lookups and stages them
+        queries = c.execute(sa.text("SELECT map_index, status, name, metrics FROM task WHERE run_id = :r "
+                                    "AND task_id = 'exposure.prepare' ORDER BY map_index"), {"r": dr.run_id}).all()
     assert [(q.map_index, q.status) for q in queries] == [(0, "success"), (1, "success"), (2, "success")]
     for q in queries:
+        assert q.name == "query.raw_exposure+night_calibrations+reference_catalog+templates+raw_templates+stage"
+        assert json.loads(q.metrics)["files"] > 0  # the staging's totals share the row with the lookups'
         rows = json.loads(q.metrics)["rows"]
         assert set(rows) == {"raw", "calibrations", "refcat", "templates", "raw_templates"}
         assert rows["raw"] == 1 and rows["calibrations"] >= 1 and rows["refcat"] == 1 and rows["templates"] >= 1

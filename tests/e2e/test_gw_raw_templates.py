@@ -70,7 +70,7 @@ def test_raw_only_templates_are_se_d_once_and_differenced_against(run_dag, raw_t
     store = ProvenanceStore.from_config()
     with store.engine.connect() as c:  # DESDM processed no template: the templates query found none
         found = [json.loads(m)["rows"] for (m,) in c.execute(sa.text(
-            "SELECT metrics FROM task WHERE run_id = :r AND task_id = 'exposure.queries'"), {"r": dr.run_id})]
+            "SELECT metrics FROM task WHERE run_id = :r AND task_id = 'exposure.prepare'"), {"r": dr.run_id})]
     rows = {name: sorted(r[name] for r in found) for name in ("templates", "raw_templates")}
     assert rows == {"templates": [0, 0], "raw_templates": [5, 5]}  # 2 raw + bias/flat/bpm of CCD 28
     q = sa.text("SELECT task_id, map_index, status, metrics FROM task WHERE run_id = :r AND name = 'gw.se_ccd' "
@@ -120,7 +120,7 @@ def test_raw_only_templates_are_se_d_once_and_differenced_against(run_dag, raw_t
 
 
 def test_gw_exposure_ses_the_raw_templates_of_its_one_exposure(run_dag, raw_template_archive):
-    """gw_exposure's group is not mapped: its plan_se is read at map index -1, and its templates still run."""
+    """gw_exposure's group is not mapped: its prepare task's plan is read at map index -1, and its templates still run."""
     dr = run_dag(DAGS / "gw_exposure.py", run_conf={"night": NIGHT, "expnum": SEARCH[0], "ccds": str(CCD)})
     assert dr.state == "success"
     tis = {(t.task_id, t.map_index): t for t in dr.get_task_instances()}

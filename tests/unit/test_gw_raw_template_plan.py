@@ -76,7 +76,7 @@ def test_a_shared_template_ccd_is_se_once_and_unusable_ones_are_left_out():
                   "bpm": "/stage/OPS/precal/20160301/cal_bpm_20160301_c10.fits",
                   "refcat": "/stage/OPS/cal/refcat/gaia.fits", "band": "i", "expnum": 700, "template": True,
                   "run": "r4p5"}
-    xcom = json.loads(json.dumps(plan.as_xcom()))  # what plan_se pushes must survive JSON
+    xcom = json.loads(json.dumps(plan.as_xcom()))  # what the prepare task pushes must survive JSON
     assert xcom["needs"] == {"c05": [[700, 10]], "c06": [[700, 10], [700, 11]]}
     assert set(xcom["se"]) == {"700"} and set(xcom["se"]["700"]) == {"c10", "c11"}
 
