@@ -199,8 +199,9 @@ class PrepareExposureOperator(BaseOperator):
     ``-j``, ``previous`` (the last SE outputs of each CCD).
 
     :param expnum: the search exposure (templated; an XComArg or the mapped group's argument).
-    :param queries: ``{name: (query, params)}`` as :class:`~skyops.operators.desdm.DesdmQueriesOperator`;
-        ``raw``, ``calibrations``, ``refcat``, ``templates`` and ``raw_templates`` are needed.
+    :param queries: ``{name: (query, params)}``, the archive lookups (params templated; checked
+        when the DAG is parsed by :func:`~skyops.operators.desdm.checked_queries`); ``raw``,
+        ``calibrations``, ``refcat``, ``templates`` and ``raw_templates`` are needed.
     :param unit: the provenance unit (the night); templated.
     :param overwrite: fetch every file again (``-O``); templated.
     """
