@@ -5,7 +5,7 @@ size the issue asks for) is built in a temporary SKYOPS_HOME; then search exposu
 20170817 is processed on all 60 CCDs (``1,3-60,62``; ``--ccds`` for fewer) two ways:
 
 (b) pool: the archive queries and staging once in-process (:mod:`skyops.archive`,
-    :func:`skyops.staging.stage` through the staging cache, as the DAG's stage task does, so
+    :func:`skyops.staging.stage` through the staging cache, as the DAG's prepare task does, so
     that from the second run on both place hard links; :func:`skyops.campaigns.gw.plan.se_inputs`), then 60x
     ``gw.se_ccd`` on a ``ProcessPoolExecutor(2)``, ``gw.calibrate``, 60x ``gw.diffimg_ccd`` on the
     pool, ``gw.ingest_candidates``. Every step runs as ``python -m skyops.cli.main step run``, the
@@ -119,7 +119,7 @@ def _run_pool(work: Path, console: Console, workers: int) -> dict[str, Any]:
     finally:
         db.dispose()
     dest = work / "staged"
-    # the staging cache, as the DAG's stage task uses it: after the first run, staging is hard links
+    # the staging cache, as the DAG's prepare task uses it: after the first run, staging is hard links
     stage(merge_manifests([raw, cal, ref, tmpl, raw_tmpl]), dest, root=cfg.archive.root, cache=cfg.workspace.cache, workers=4)
     se_plan = {k: v for k, v in se_inputs(dest, raw, cal, ref, p, EXPNUM).items() if v}
     phases["query+stage+plan"] = time.perf_counter() - t0

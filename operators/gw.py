@@ -448,8 +448,8 @@ def exposure_pipeline(cfg: GWNightlyConfig, run: Any, expnums: Any = None, *, ex
     120 CCD tasks waiting that took a fifth of a core for a whole exposure; an unmapped group's
     rules are evaluated in memory.
 
-    The templates' SE starts once every exposure has planned (their ``plan_se`` say which
-    template CCDs they overlap) and runs beside the search exposures' SE; each exposure's
+    The templates' SE starts once every exposure has planned (each one's ``prepare`` says which
+    template CCDs it overlaps) and runs beside the search exposures' SE; each exposure's
     ``plan_diff`` waits for it (so a template CCD that fails after its retries holds back
     the night's difference imaging until it is cleared, as a failed search CCD holds back its
     exposure's). Both groups have one static task per CCD, so neither depends on Airflow's
