@@ -16,14 +16,15 @@ CCDs overlap (``raw_templates`` query, staged raw headers); ``raw_template_expos
 merges that over the run's exposures, so a template CCD that several search CCDs or search
 exposures share is processed once; a ``template`` group per raw template exposure (mapped,
 like ``exposure``) runs ``gw.se_ccd`` on its CCDs (``template.se_c28``, shown as ``521360
-c28``); every exposure's ``plan_diff`` waits for them and hands their outputs to
+c28``); every exposure's ``calibrate`` waits for them and its diff plan hands their outputs to
 ``gw.diffimg_ccd`` beside the processed templates. See :func:`exposure_pipeline`.
 
 The critical path has as few task starts as the work allows, because each one costs about a
 second or two of scheduling and process start on a node that is busy with CCDs: one ``prepare``
 task looks up the raw file, calibrations, reference catalogue and templates, stages them and
-plans the SE (:class:`PrepareExposureOperator`); ``calibrate`` and
-``ingest`` gather their fan-in inputs themselves (``step_params_from``); the collecting
+plans the SE (:class:`PrepareExposureOperator`); ``calibrate`` gathers the SE catalogues
+itself and plans the difference imaging (:class:`CalibrateExposureOperator`), and ``ingest``
+gathers the candidates (``step_params_from``); the collecting
 tasks read one XCom per CCD task (its return value) and the plan's ``planned`` list, not a
 key per filetype and per CCD, the CCD tasks push no per-filetype keys, and their ``unit`` and
 ``destination`` come from the DAG params (:data:`NIGHT`), not from the ``params`` task's XCom:
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 GROUP = "exposure"
 #: The group's first task: archive lookups, staging and the SE plan (:class:`PrepareExposureOperator`).
 PREPARE = "prepare"
+#: The group's fan-in after SE: gw.calibrate and the diff plan (:class:`CalibrateExposureOperator`).
+CALIBRATE = "calibrate"
 #: The mapped group that SEs the CCDs of one raw-only template exposure.
 TEMPLATE_GROUP = "template"
 #: A CCD list as a string: numbers 1-62 and ranges of them (``1,3-60,62``), or empty for the default.
@@ -162,7 +165,7 @@ def _push_and_skip(ti: Any, prefix: str, planned: dict[str, Any], group: str = G
 
     Airflow creates a mapped group's task instances lazily, though: a skip finds nothing to
     skip when the CCD tasks are expanded only after the planner ran. That happens to the diff
-    tasks when plan_diff's last upstream to finish is outside the group (a raw template's SE).
+    tasks when calibrate's last upstream to finish is outside the group (a raw template's SE).
     So the plan tasks are ``multiple_outputs``: a key with no work then resolves to None, and
     such a CCD task skips itself (ComputeOperator), visibly, at the cost of starting.
     """
@@ -296,21 +299,73 @@ def calibrate_params(context: Any) -> dict[str, Any] | None:
     return {"catalogs": cats, "refcat": refcat, "band": run["band"]}
 
 
-@task(task_id="plan_diff", trigger_rule="none_failed", multiple_outputs=True)
-def plan_diff(expnum: int, run: dict[str, Any], queries: dict[str, dict], dest: str, ti: Any = None) -> None:
-    """Per-CCD gw.diffimg_ccd parameters (XCom keys): SE outputs, templates and the CCD's zeropoint.
+class CalibrateExposureOperator(ComputeOperator):
+    """One exposure's ``gw.calibrate`` and its per-CCD ``gw.diffimg_ccd`` plan, in one task (``calibrate``).
 
-    ``queries`` and ``dest`` are ``prepare``'s lookups and staging folder."""
-    _push_and_skip(ti, "diff", _plan_diff(expnum, run, queries["templates"], dest, ti))
+    The plan used to be a task of its own (``plan_diff``) between calibration and the CCDs'
+    difference imaging; that hop cost about 2 s of scheduling and process start on the
+    exposure's critical path, and the plan is bookkeeping over what calibration has just
+    made (the zeropoints) and what the SE tasks made, so a retry or a clear of ``calibrate``
+    re-plans too. With ``-C`` off, or when no CCD was SE'd, there is nothing to calibrate:
+    the task still plans (without zeropoints) and ends ``success``, saying so in its log.
+
+    It waits for the raw templates' SE as well (:func:`exposure_pipeline`): their outputs are
+    part of the plan. XCom: the calibration's return value (as :class:`ComputeOperator`), its
+    ``step_params``, and the plan: per CCD its ``gw.diffimg_ccd`` parameters (keys
+    ``c01``..``c62``, None when it has no work; those CCD tasks are skipped) and ``planned``.
+
+    :param expnum: the search exposure (templated; the group's argument).
+    :param queries: ``prepare``'s lookups (``{name: {"manifest", "rows"}}``; templated): the diff
+        plan reads ``templates``.
+    :param dest: ``prepare``'s staging folder (templated).
+    Everything else as :class:`ComputeOperator` (``step`` is ``gw.calibrate``).
+    """
+
+    template_fields: Sequence[str] = (*ComputeOperator.template_fields, "expnum", "queries", "dest")
+
+    def __init__(self, *, expnum: Any, queries: Any, dest: Any, **kwargs: Any) -> None:
+        super().__init__(step_params_from=calibrate_params, **kwargs)
+        if self.step != "gw.calibrate":
+            raise ValueError(f"{self.task_id}: CalibrateExposureOperator runs gw.calibrate, not {self.step}")
+        self.expnum = expnum
+        self.queries = queries
+        self.dest = dest
+
+    def execute(self, context: Context) -> None:
+        params = calibrate_params(context)
+        if params is None:
+            self.log.info("exposure %s: nothing to calibrate (-C off, or no CCD was SE'd); "
+                          "planning the difference imaging without zeropoints", self.expnum)
+            return self._plan(context, None)
+        self.step_params_from = None  # gathered once, here
+        self.step_params = params
+        context["ti"].xcom_push(key="step_params", value=params)
+        return self._plan(context, super().execute(context))  # a remote backend defers here
+
+    def execute_remote_complete(self, context: Context, event: dict[str, Any], **state: Any) -> None:
+        return self._plan(context, super().execute_remote_complete(context, event, **state))
+
+    def _plan(self, context: Context, result: dict[str, Any] | None) -> None:
+        """Push the calibration's result and the diff plan; skip the CCD tasks with no work."""
+        ti = context["ti"]
+        if result is not None:
+            # pushed here, not returned: _push_and_skip ends the task by raising, and a
+            # return value would then never reach XCom
+            ti.xcom_push(key="return_value", value=result)
+        zeropoints = ((result or {}).get("outputs") or {}).get("bliss_zeropoint")
+        run = ti.xcom_pull(task_ids="params")
+        _push_and_skip(ti, "diff", _plan_diff(int(self.expnum), run, self.queries["templates"], str(self.dest),
+                                              zeropoints, ti))
 
 
-def _plan_diff(expnum: int, run: dict[str, Any], tmpl: dict, dest: str, ti: Any) -> dict[str, Any]:
+def _plan_diff(expnum: int, run: dict[str, Any], tmpl: dict, dest: str, zeropoints: str | None,
+               ti: Any) -> dict[str, Any]:
     from skyops.campaigns.gw.params import validate
     from skyops.campaigns.gw.plan import diff_inputs, read_zeropoints
     from skyops.manifest import Manifest
 
     se = _se_outputs(ti, run)
-    zps = read_zeropoints(_outputs(ti, "calibrate").get("bliss_zeropoint") if run["calibrate"] else None)
+    zps = read_zeropoints(zeropoints if run["calibrate"] else None)
     return diff_inputs(dest, se, Manifest.read(tmpl["manifest"]), zps, validate(run), expnum,
                        raw_templates=_raw_template_images(ti, expnum))
 
@@ -342,7 +397,7 @@ def ingest_params(context: Any) -> dict[str, Any] | None:
     ti = context["ti"]
     run = ti.xcom_pull(task_ids="params")
     cands = [c for c in (_outputs(ti, f"diff_{ccd_key(c)}").get("gw_diff_candidates")
-                         for c in _planned(ti, "plan_diff")) if c]
+                         for c in _planned(ti, CALIBRATE)) if c]
     if not cands:
         return None
     return {"candidates": cands, "night": run["night"], "schema": run["schema"], "season": run["season"],
@@ -378,9 +433,11 @@ def plan_template_se(unit: dict[str, Any], ti: Any = None) -> None:
     _push_and_skip(ti, "se", {ccd_key(c): unit["ccds"].get(ccd_key(c)) for c in TASK_CCDS}, group=TEMPLATE_GROUP)
 
 
-def _compute(cfg: GWNightlyConfig, step: str, **kw: Any) -> ComputeOperator:
+def _compute(cfg: GWNightlyConfig, step: str, cls: type[ComputeOperator] = ComputeOperator,
+             **kw: Any) -> ComputeOperator:
+    """A ``cls`` task running ``step`` with the campaign's executor, resources, retries and pool for it."""
     s = cfg.step_settings(step)
-    return ComputeOperator(
+    return cls(
         step=step, backend=s.executor or cfg.executor,
         resources=s.resources.model_dump() if s.resources else None,
         unit=NIGHT, destination=DESTINATION,
@@ -408,11 +465,12 @@ def exposure_group(cfg: GWNightlyConfig, run: Any):
         ses = [_compute(cfg, "gw.se_ccd", task_id=f"se_{ccd_key(c)}", step_params=se_plan[ccd_key(c)],
                         map_index_template="{{ task.step_params['expnum'] if task.step_params else '' }}")
                for c in TASK_CCDS]
-        calibrate = _compute(cfg, "gw.calibrate", task_id="calibrate", step_params_from=calibrate_params,
-                             trigger_rule="none_failed")
+        # gw.calibrate and the diff plan in one task: one task start fewer between SE and diff
+        calibrate = _compute(cfg, "gw.calibrate", cls=CalibrateExposureOperator, task_id=CALIBRATE,
+                             expnum=expnum, queries=prep.output["queries"],
+                             dest=prep.output["dest"], trigger_rule="none_failed")
         ses >> calibrate
-        diff_plan = plan_diff(expnum, run, prep.output["queries"], prep.output["dest"])
-        calibrate >> diff_plan
+        diff_plan = calibrate.output
         diffs = [_compute(cfg, "gw.diffimg_ccd", task_id=f"diff_{ccd_key(c)}", step_params=diff_plan[ccd_key(c)],
                           map_index_template="{{ task.step_params['expnum'] if task.step_params else '' }}")
                  for c in TASK_CCDS]
@@ -450,8 +508,9 @@ def exposure_pipeline(cfg: GWNightlyConfig, run: Any, expnums: Any = None, *, ex
 
     The templates' SE starts once every exposure has planned (each one's ``prepare`` says which
     template CCDs it overlaps) and runs beside the search exposures' SE; each exposure's
-    ``plan_diff`` waits for it (so a template CCD that fails after its retries holds back
-    the night's difference imaging until it is cleared, as a failed search CCD holds back its
+    ``calibrate`` (which plans the difference imaging) waits for it (so a template CCD that
+    fails after its retries holds back the night's calibration and difference imaging until it
+    is cleared, as a failed search CCD holds back its
     exposure's). Both groups have one static task per CCD, so neither depends on Airflow's
     mapped-instance limit. Returns the exposure group's last task (ingest).
     """
@@ -463,5 +522,5 @@ def exposure_pipeline(cfg: GWNightlyConfig, run: Any, expnums: Any = None, *, ex
     units = raw_template_exposures(expnums if expnum is None else expnum)
     tasks[f"{GROUP}.{PREPARE}"] >> units
     template_ses = template_group(cfg).expand(unit=units)
-    template_ses >> tasks[f"{GROUP}.plan_diff"]
+    template_ses >> tasks[f"{GROUP}.{CALIBRATE}"]
     return ingest

@@ -110,6 +110,18 @@ def test_gw_nightly_demo_night(run_dag, demo_archive, fast_retries, tmp_path):
             true = ccds[(ccds["expnum"] == r["expnum"]) & (ccds["ccdnum"] == r["ccdnum"])][0]["mag_zero"]
             errors.append(r["mag_zero"] - true)
     assert len(errors) == 6 and max(map(abs, errors)) < 0.01, errors
+    # calibrate also plans the difference imaging: each CCD's diff parameters carry its fitted zeropoint
+    fitted = {(int(r["expnum"]), int(r["ccdnum"])): float(r["mag_zero"])
+              for p in zps for r in fitsio.read(p, ext="ZEROPOINT")}
+    for i, expnum in enumerate(SEARCH):
+        cal = tis[("exposure.calibrate", i)]
+        assert cal.state == "success"
+        assert cal.xcom_pull(task_ids="exposure.calibrate", key="planned", map_indexes=i) == [28, 40]
+        assert cal.xcom_pull(task_ids="exposure.calibrate", key="c05", map_indexes=i) is None
+        for ccd in (28, 40):
+            plan = cal.xcom_pull(task_ids="exposure.calibrate", key=f"c{ccd}", map_indexes=i)
+            assert plan["ccd"] == ccd and plan["zeropoint"] == pytest.approx(fitted[(expnum, ccd)])
+        assert tis[("exposure.diff_c05", i)].state == "skipped"
 
     db = ArchiveDB.from_config()
     with db.connect() as c:
@@ -220,4 +232,16 @@ def test_gw_exposure_retry_of_one_ccd_is_in_provenance(run_dag, demo_archive, fa
     store = ProvenanceStore.from_config()
     (cat,) = [f for f in store.run_files(dr.run_id, filetype="cat_finalcut")]
     assert cat in store.ancestors(store.run_files(again.run_id, filetype="bliss_zeropoint")[0])
+
+    # -C off (and -j): nothing to calibrate; the calibrate task still plans the difference
+    # imaging, without zeropoints, and ends success (it is not skipped: its plan is needed)
+    nocal = run_dag(DAGS / "gw_exposure.py", run_conf={"night": NIGHT, "expnum": SEARCH[1], "ccds": "40",
+                                                       "skip_se": True, "calibrate": False})
+    assert nocal.state == "success"
+    tis = {t.task_id: t for t in nocal.get_task_instances()}
+    assert tis["exposure.calibrate"].state == "success" and tis["exposure.diff_c40"].state == "success"
+    plan = tis["exposure.calibrate"].xcom_pull(task_ids="exposure.calibrate", key="c40")
+    assert plan["ccd"] == 40 and plan["zeropoint"] is None
+    assert store.run_files(nocal.run_id, filetype="bliss_zeropoint") == []
+    assert store.run_files(nocal.run_id, filetype="gw_diff_candidates")
 

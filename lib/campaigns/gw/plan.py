@@ -118,7 +118,7 @@ def diff_inputs(dest: str | Path, se_outputs: dict[int, dict[str, str]], templat
     return out
 
 
-#: What gw.se_ccd produces, by filetype (the keys plan_diff and calibrate read).
+#: What gw.se_ccd produces, by filetype (the keys calibrate reads, for itself and for the diff plan).
 SE_FILETYPES = ("red_immask", "cat_finalcut", "psfex_model")
 
 
