@@ -13,6 +13,7 @@ import asyncio
 import copy
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -130,13 +131,21 @@ def test_other_jobs_and_a_partial_last_event_are_ignored(tmp_path: Path) -> None
 
 
 # ----------------------------------------------------------------------------- the trigger
-def run_trigger(trigger: HTCondorJobTrigger, feed: list[tuple[float, str]] | None = None,
+#: One step of a log feed: wait for the condition (if any; e.g. "the schedd has been asked"), then ``delay``
+#: seconds, then append the text. A condition, not a longer delay, orders an append after the trigger's own
+#: actions, so that a slow first poll on a loaded machine cannot reorder them.
+Feed = tuple[float, str] | tuple[float, str, Callable[[], bool]]
+
+
+def run_trigger(trigger: HTCondorJobTrigger, feed: list[Feed] | None = None,
                 log: Path | None = None) -> dict[str, Any]:
     """Drive the trigger to its event, appending ``feed`` events to the log as time passes."""
 
     async def main() -> dict[str, Any]:
         async def writer() -> None:
-            for delay, text in feed or []:
+            for delay, text, *condition in feed or []:
+                while condition and not condition[0]():
+                    await asyncio.sleep(0.005)
                 await asyncio.sleep(delay)
                 with log.open("a") as f:  # type: ignore[union-attr]
                     f.write(text)
@@ -242,6 +251,10 @@ def schedd(monkeypatch: pytest.MonkeyPatch) -> QueueSchedd:
     return fake
 
 
+def queries_of(schedd: QueueSchedd) -> list[tuple[Any, ...]]:
+    return [c for c in schedd.calls if c[0] == "query"]
+
+
 def local_job(tmp_path: Path) -> dict[str, Any]:
     """A job of the local schedd (``htcondor2.Schedd()``, the fake)."""
     return CondorJob(7, 0, str(tmp_path), None).to_dict()
@@ -284,7 +297,9 @@ def test_a_release_the_schedd_reports_ends_the_hold_the_log_still_shows(tmp_path
     log = write_log(tmp_path / "condor.log", ev_submit(7), ev_execute(7), ev_held(7))
     schedd.queue = [job_ad(JobStatus=2, RemoteHost="slot1_1@ep9.example.org")]  # released and running again
     trig = fast_trigger(tmp_path, release_policy=True, hold_grace_seconds=0.3)
-    payload = run_trigger(trig, [(0.8, ev_released(7) + ev_execute(7, 5) + ev_exit(7, 0, 6))], log)
+    # the log shows the release 0.8 s after the schedd said "running": past the 0.3 s hold grace
+    payload = run_trigger(trig, [(0.8, ev_released(7) + ev_execute(7, 5) + ev_exit(7, 0, 6),
+                                  lambda: bool(schedd.calls))], log)
     assert payload["status"] == "succeeded" and schedd.calls
 
 
@@ -312,8 +327,10 @@ def test_the_log_wins_when_it_catches_up_within_the_lag(tmp_path: Path, schedd: 
     log = write_log(tmp_path / "condor.log", ev_submit(7), ev_execute(7))
     schedd.history_ads = [job_ad(JobStatus=4, ExitCode=0, ExitBySignal=False)]
     trig = fast_trigger(tmp_path, log_lag_seconds=10)
-    payload = run_trigger(trig, [(0.3, ev_exit(7, 0))], log)
-    assert payload["status"] == "succeeded" and payload["source"] == "log" and schedd.calls
+    # the log shows the end 0.3 s after the history did
+    payload = run_trigger(trig, [(0.3, ev_exit(7, 0), lambda: bool(schedd.calls))], log)
+    assert payload["status"] == "succeeded" and payload["source"] == "log"
+    assert [c[0] for c in schedd.calls[:2]] == ["query", "history"]
 
 
 def test_trigger_reports_a_job_gone_from_queue_and_history_as_lost(tmp_path: Path, schedd: QueueSchedd) -> None:
@@ -354,9 +371,10 @@ def test_trigger_follows_the_log_while_the_schedd_is_unreachable(tmp_path: Path,
         "https://skyops:hunter2@ap.example.org/ password=hunter2")
     trig = fast_trigger(tmp_path, lost_grace_seconds=0.01)
     with caplog.at_level(logging.WARNING, logger="test.condor_trigger"):
-        payload = run_trigger(trig, [(0.6, ev_exit(7, 0))], log)
+        # the job ends only after the trigger has tried the schedd twice
+        payload = run_trigger(trig, [(0.0, ev_exit(7, 0), lambda: len(queries_of(schedd)) >= 2)], log)
     assert payload["status"] == "succeeded" and payload["source"] == "log"
-    queries = [c for c in schedd.calls if c[0] == "query"]
+    queries = queries_of(schedd)
     assert len(queries) >= 2 and schedd.made == len(queries)  # asked again, located afresh each time
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings and all("could not ask the local schedd" in w for w in warnings)
