@@ -421,10 +421,27 @@ class AirflowStack:
                 os.killpg(p.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(5)
+        # The killed members of a group are reaped by init, a moment after their leader: wait
+        # (bounded) until each group is gone, so that "stopped" means no process is left.
+        deadline = time.monotonic() + 10
+        for p in self.procs.values():
+            while _group_alive(p.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
         for f in self._log_files:
             f.close()
         self._log_files.clear()
         self.procs.clear()
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process (a zombie included) is still in the process group ``pgid``."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _tail(path: Path, lines: int = 30) -> str:

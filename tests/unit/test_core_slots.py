@@ -46,11 +46,16 @@ def test_never_more_holders_than_cores(tmp_path):
 
 def test_two_cores_are_two_slots_and_a_third_waits_for_a_release(tmp_path):
     slots = CoreSlots(2, tmp_path, poll=0.01)
-    got = threading.Event()
+    got, waiting = threading.Event(), threading.Event()
     said: list[str] = []
 
+    def say(line: str) -> None:
+        said.append(line)
+        if line.startswith("waiting for"):
+            waiting.set()
+
     def third() -> None:
-        with CoreSlots(2, tmp_path, poll=0.01).hold(1, said.append) as held:
+        with CoreSlots(2, tmp_path, poll=0.01).hold(1, say) as held:
             said.append(f"held {held}")
             got.set()
 
@@ -58,7 +63,8 @@ def test_two_cores_are_two_slots_and_a_third_waits_for_a_release(tmp_path):
         assert {tuple(a), tuple(b)} == {(0,), (1,)}  # both cores held at once
         th = threading.Thread(target=third)
         th.start()
-        assert not got.wait(0.5)  # both cores busy: the third step has not started
+        assert waiting.wait(30)  # it found both cores busy ...
+        assert not got.wait(0.2)  # ... and has not started while they stay busy
     assert got.wait(10)
     th.join()
     assert said[0] == "waiting for 1 of this host's 2 cores (all held by other steps)"
@@ -129,11 +135,18 @@ def test_the_local_executor_starts_the_step_only_when_a_core_is_free(tmp_path):
     spec = StepSpec("selftest.make_image", {"nstars": 5, "size": 64, "seed": 1}, tmp_path / "w")
     lines: list[str] = []
     done: dict = {}
+    waiting = threading.Event()
+
+    def sink(line: str) -> None:
+        lines.append(line)
+        waiting.set()
+
     with slots.hold(1):
-        th = threading.Thread(target=lambda: done.setdefault("outcome", ex.run(spec, lines.append)))
+        th = threading.Thread(target=lambda: done.setdefault("outcome", ex.run(spec, sink)))
         th.start()
-        th.join(1.0)
-        assert th.is_alive() and not (tmp_path / "w" / "step.log").exists()  # not started
+        assert waiting.wait(30)  # its first word ...
+        th.join(0.2)
+        assert th.is_alive() and not (tmp_path / "w" / "step.log").exists()  # ... and it has not started
         assert lines == ["waiting for 1 of this host's 1 cores (all held by other steps)"]
     th.join(120)
     assert done["outcome"].returncode == 0
